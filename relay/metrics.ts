@@ -1,0 +1,190 @@
+/**
+ * Every metric the relay exports, in one place. Dashboards and alert rules in the Helm chart are checked
+ * against what a running relay serves on /metrics, and this module is the only place names are spelled.
+ *
+ * Invariant: label values are bounded sets (listener names, reasons, results, states). Never put an
+ * address, user name, domain or message ID in a label.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const RELAY_METRIC_PREFIX = 'mailfleet_relay_';
+
+/** Why a message was refused at MAIL FROM or DATA. */
+export const MessageRejectReasons = [
+  'sender_syntax',
+  'sender_domain',
+  'sender_not_allowed',
+  'not_authenticated',
+  'rate_limited',
+  'size',
+  'no_recipients',
+  'spool_error',
+  'draining',
+  'bad_protocol',
+] as const;
+/** Why a recipient was refused at RCPT TO. */
+export const RecipientRejectReasons = [
+  'syntax',
+  'too_many',
+  'nxdomain',
+  'null_mx',
+  'no_mail_host',
+  'dns_tempfail',
+] as const;
+export const AuthResults = ['success', 'failure', 'throttled', 'locked_out', 'not_allowed'] as const;
+export const DeliveryResults = ['delivered', 'deferred', 'bounced'] as const;
+export const SpoolStates = ['ready', 'deferred', 'active', 'corrupt'] as const;
+
+export type MessageRejectReason = (typeof MessageRejectReasons)[number];
+export type RecipientRejectReason = (typeof RecipientRejectReasons)[number];
+export type AuthResult = (typeof AuthResults)[number];
+export type DeliveryResult = (typeof DeliveryResults)[number];
+export type SpoolState = (typeof SpoolStates)[number];
+
+const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const QUEUE_TIME_BUCKETS = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600];
+
+/** The relay's metrics, registered on their own registry (one per relay instance, so tests can run several). */
+export class RelayMetrics {
+  readonly registry = new Registry();
+
+  // Intake
+  readonly connections = new Counter({
+    name: 'mailfleet_relay_connections_total',
+    help: 'SMTP connections, by listener and whether they were accepted or refused at connect.',
+    labelNames: ['listener', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly sessionsInFlight = new Gauge({
+    name: 'mailfleet_relay_sessions_in_flight',
+    help: 'SMTP sessions currently open, by listener.',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly messagesReceived = new Counter({
+    name: 'mailfleet_relay_messages_received_total',
+    help: 'Messages accepted and queued (answered 250), by listener.',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly receivedBytes = new Counter({
+    name: 'mailfleet_relay_received_bytes_total',
+    help: 'Bytes of accepted messages, by listener.',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly messagesRejected = new Counter({
+    name: 'mailfleet_relay_messages_rejected_total',
+    help: 'Messages refused at MAIL FROM or DATA, by listener and reason.',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly recipientsRejected = new Counter({
+    name: 'mailfleet_relay_recipients_rejected_total',
+    help: 'Recipients refused at RCPT TO, by listener and reason.',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly authAttempts = new Counter({
+    name: 'mailfleet_relay_auth_attempts_total',
+    help: 'SMTP AUTH attempts, by listener, mechanism and result.',
+    labelNames: ['listener', 'mechanism', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly tlsSessions = new Counter({
+    name: 'mailfleet_relay_tls_sessions_total',
+    help: 'TLS handshakes completed (STARTTLS or implicit), by listener and protocol version.',
+    labelNames: ['listener', 'version'] as const,
+    registers: [this.registry],
+  });
+  readonly tlsCertificateExpiry = new Gauge({
+    name: 'mailfleet_relay_tls_certificate_expiry_timestamp_seconds',
+    help: 'Expiry (notAfter, Unix seconds) of the server certificate in use.',
+    registers: [this.registry],
+  });
+  readonly configReloads = new Counter({
+    name: 'mailfleet_relay_config_reloads_total',
+    help: 'Configuration (and credential/certificate file) reloads, by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  // Spool
+  readonly spoolMessages = new Gauge({
+    name: 'mailfleet_relay_spool_messages',
+    help: 'Messages in the spool, by state.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly spoolBytes = new Gauge({
+    name: 'mailfleet_relay_spool_bytes',
+    help: 'Bytes of messages in the spool, by state.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly oldestMessageAge = new Gauge({
+    name: 'mailfleet_relay_oldest_message_age_seconds',
+    help: 'Age of the oldest message in the spool (0 when empty).',
+    registers: [this.registry],
+  });
+  readonly spoolSwept = new Counter({
+    name: 'mailfleet_relay_spool_swept_total',
+    help: 'Spool entries set aside at start or on read: half_written (never acknowledged, removed) or corrupt (kept in corrupt/).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly spoolCommitDuration = new Histogram({
+    name: 'mailfleet_relay_spool_commit_duration_seconds',
+    help: 'Time from end of DATA to the message being durable on disk.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+
+  // Delivery
+  readonly deliveryAttempts = new Counter({
+    name: 'mailfleet_relay_delivery_attempts_total',
+    help: 'Delivery attempts per recipient, by result (delivered, deferred, bounced).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly deliveryDuration = new Histogram({
+    name: 'mailfleet_relay_delivery_duration_seconds',
+    help: 'Duration of one delivery attempt (connect to final reply), by result.',
+    labelNames: ['result'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly timeInQueue = new Histogram({
+    name: 'mailfleet_relay_time_in_queue_seconds',
+    help: 'Time from acceptance to final outcome (delivered or bounced), per message.',
+    labelNames: ['result'] as const,
+    buckets: QUEUE_TIME_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly bounces = new Counter({
+    name: 'mailfleet_relay_bounces_total',
+    help: 'Delivery status notifications sent to senders, by kind (failed, expired, delay).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly handoffs = new Counter({
+    name: 'mailfleet_relay_handoffs_total',
+    help: 'Messages handed to a peer relay while draining, by result (ok, failed).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly draining = new Gauge({
+    name: 'mailfleet_relay_draining',
+    help: '1 while the relay is draining (not accepting mail), else 0.',
+    registers: [this.registry],
+  });
+  readonly ready = new Gauge({
+    name: 'mailfleet_relay_ready',
+    help: '1 when the relay is ready to accept mail (config loaded, spool writable, not draining).',
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Quickstart 2 (and what CI runs): install everything the tests need, then lint, format check,
+# typecheck, build and run every test level (unit, integration, e2e).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/node.sh
+echo "mailfleet: node $(node --version), npm $(npm --version)"
+scripts/test-tools.sh
+npm ci --no-audit --no-fund
+npm run lint
+npm run format:check
+npm run typecheck
+npm run build
+npm test
