@@ -110,11 +110,18 @@ export class RelayMetrics {
   });
 
   // Spool
+  /** Set by the spool: refreshes the spool gauges just before each scrape. */
+  private spoolCollector: (() => void) | undefined;
+  setSpoolCollector(fn: () => void): void {
+    this.spoolCollector = fn;
+  }
+  // Registered before spool_bytes and oldest_message_age, so its collect() refreshes all three.
   readonly spoolMessages = new Gauge({
     name: 'mailfleet_relay_spool_messages',
     help: 'Messages in the spool, by state.',
     labelNames: ['state'] as const,
     registers: [this.registry],
+    collect: () => this.spoolCollector?.(),
   });
   readonly spoolBytes = new Gauge({
     name: 'mailfleet_relay_spool_bytes',

@@ -1,0 +1,482 @@
+/**
+ * The durable spool: accepted mail lives here until it is delivered, bounced or handed off.
+ *
+ *   <dir>/queue/<id>     one file per message (format.ts): envelope, body, end record. Immutable.
+ *   <dir>/state/<id>     delivery progress (attempts, next attempt, per-recipient outcome), JSON,
+ *                        replaced atomically; absent until the first attempt.
+ *   <dir>/corrupt/<id>   damaged messages, set aside with a <id>.reason note; never deleted by us.
+ *   <dir>/tmp/           scratch for atomic replaces and the writability probe.
+ *   <dir>/lock           pid of the relay that owns the spool.
+ *
+ * Invariants
+ * - accept() resolves only after the message file (fdatasync) and its directory entry (group-committed
+ *   directory fsync) are durable; only then may the caller answer 250. A crash at any moment loses
+ *   nothing that was acknowledged.
+ * - A file without its end record was never acknowledged: it is removed at start (half-written).
+ *   A file whose end record, envelope or checksum is wrong is moved to corrupt/, never silently dropped.
+ * - Delivery is at-least-once: removal after a downstream 250 is directory-synced right away, so the
+ *   window in which a crash could cause a redelivery is one group commit long.
+ * - One relay per spool directory (lock file); the in-memory index is rebuilt from disk at start and is
+ *   only a cache of what the directories say.
+ *
+ * Memory stays bounded whatever the message size: bodies stream through in chunks of WRITE_CHUNK.
+ * Why one file per message rather than an append log: measured on the development machine, concurrent
+ * fdatasyncs of 4 KiB files reach 7–9 k/s at 20 sessions, far above what the SMTP path needs, and
+ * per-message files make removal, quarantine and queue tools trivial (docs/adr/0002-spool-layout.md).
+ */
+import { EventEmitter } from 'node:events';
+import { createReadStream } from 'node:fs';
+import fs, { type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { crc32 } from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import type { RelayMetrics } from '../metrics.js';
+import type { Envelope } from './envelope.js';
+import { GroupSync } from './group-sync.js';
+import {
+  MAX_HEADER_BYTES,
+  TRAILER_LENGTH,
+  decodeHeader,
+  decodeTrailer,
+  encodeHeader,
+  encodeTrailer,
+} from './format.js';
+
+const WRITE_CHUNK = 64 * 1024;
+
+/** Outcome so far for one recipient. */
+export interface RecipientState {
+  status: 'pending' | 'delivered' | 'failed';
+  /** Last reply or error seen for this recipient, e.g. "550 5.1.1 No such user". */
+  lastReply?: string;
+}
+
+/** Delivery progress of one message, kept in state/<id>. */
+export interface DeliveryState {
+  attempts: number;
+  /** Epoch ms of the next attempt; 0 means now. */
+  nextAttemptAt: number;
+  lastAttemptAt?: number;
+  lastError?: string;
+  /** A delay notice was already sent to the sender. */
+  delayNotified?: boolean;
+  recipients: Record<string, RecipientState>;
+}
+
+export interface SpoolEntry {
+  readonly id: string;
+  readonly envelope: Envelope;
+  /** Body bytes. */
+  readonly size: number;
+  readonly bodyOffset: number;
+  readonly crc: number;
+  state?: DeliveryState;
+}
+
+export class CorruptEntryError extends Error {
+  constructor(
+    readonly id: string,
+    readonly reason: string,
+  ) {
+    super(`spool entry ${id} is damaged: ${reason}`);
+  }
+}
+
+export class SpoolLockedError extends Error {}
+
+interface Log {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+const silent: Log = { info() {}, warn() {}, error() {} };
+
+export interface SpoolOptions {
+  dir: string;
+  metrics?: RelayMetrics;
+  log?: Log;
+  now?: () => number;
+}
+
+interface SpoolEvents {
+  accepted: [SpoolEntry];
+}
+
+/** Time-ordered, unique, filename-safe message IDs (Postfix-like: short, upper case). */
+export function newMessageId(now: number): string {
+  const random = randomBytes(5).readUIntBE(0, 5).toString(36).padStart(8, '0');
+  return (now.toString(36).padStart(9, '0') + random).toUpperCase();
+}
+const ID_PATTERN = /^[0-9A-Z]{9,24}$/;
+
+export class Spool extends EventEmitter<SpoolEvents> {
+  /** Messages being delivered right now; set by the queue manager so metrics can tell them apart. */
+  activeIds: ReadonlySet<string> = new Set();
+  private readonly index = new Map<string, SpoolEntry>();
+  private corruptCount = 0;
+  private closed = false;
+  private readonly now: () => number;
+  private readonly log: Log;
+  private readonly queueDir: string;
+  private readonly stateDir: string;
+  private readonly corruptDir: string;
+  private readonly tmpDir: string;
+
+  private constructor(
+    readonly dir: string,
+    private readonly queueSync: GroupSync,
+    private readonly dirHandle: FileHandle,
+    private readonly opts: SpoolOptions,
+  ) {
+    super();
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log ?? silent;
+    this.queueDir = path.join(dir, 'queue');
+    this.stateDir = path.join(dir, 'state');
+    this.corruptDir = path.join(dir, 'corrupt');
+    this.tmpDir = path.join(dir, 'tmp');
+  }
+
+  /** Creates the directories, takes the lock, sweeps half-written entries, sets damaged ones aside, builds the index. */
+  static async open(opts: SpoolOptions): Promise<Spool> {
+    const dir = path.resolve(opts.dir);
+    for (const sub of ['queue', 'state', 'corrupt', 'tmp'])
+      await fs.mkdir(path.join(dir, sub), { recursive: true });
+    await takeLock(dir);
+    const dirHandle = await fs.open(path.join(dir, 'queue'), 'r');
+    const spool = new Spool(dir, new GroupSync(dirHandle), dirHandle, opts);
+    await spool.recover();
+    opts.metrics?.setSpoolCollector(() => spool.collectMetrics());
+    return spool;
+  }
+
+  /**
+   * Writes envelope + body durably and returns the queue ID. Resolves only when the message is on disk
+   * and fsynced; rejects (leaving nothing behind) when the body iterable throws or the disk fails.
+   */
+  async accept(
+    envelope: Envelope,
+    body: AsyncIterable<Uint8Array | string>,
+  ): Promise<{ id: string; size: number }> {
+    if (this.closed) throw new Error('spool is closed');
+    const id = newMessageId(this.now());
+    const file = path.join(this.queueDir, id);
+    const header = encodeHeader(envelope);
+    const fh = await fs.open(file, 'wx', 0o600);
+    let size = 0;
+    let crc = 0;
+    try {
+      let pending: Buffer[] = [header];
+      let pendingBytes = 0;
+      for await (const chunk of body) {
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk);
+        size += buf.length;
+        crc = crc32(buf, crc);
+        pending.push(buf);
+        pendingBytes += buf.length;
+        if (pendingBytes >= WRITE_CHUNK) {
+          await fh.writev(pending);
+          pending = [];
+          pendingBytes = 0;
+        }
+      }
+      pending.push(encodeTrailer(size, crc));
+      await fh.writev(pending);
+      await fh.datasync();
+      await fh.close();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await fs.unlink(file).catch(() => undefined);
+      throw err;
+    }
+    try {
+      await this.queueSync.sync();
+    } catch (err) {
+      // The file exists but its directory entry may not be durable: we cannot say 250, and must not
+      // leave a message behind that the client will resend. Remove it and report the failure.
+      await fs.unlink(file).catch(() => undefined);
+      throw err;
+    }
+    const entry: SpoolEntry = { id, envelope, size, bodyOffset: header.length, crc };
+    this.index.set(id, entry);
+    this.emit('accepted', entry);
+    return { id, size };
+  }
+
+  get(id: string): SpoolEntry | undefined {
+    return this.index.get(id);
+  }
+
+  entries(): IterableIterator<SpoolEntry> {
+    return this.index.values();
+  }
+
+  get count(): number {
+    return this.index.size;
+  }
+
+  /**
+   * Streams the body of a queued message. The stream errors with CorruptEntryError if the bytes on disk
+   * do not match the end record; the caller should then quarantine() the entry.
+   */
+  readBody(id: string): Readable {
+    const entry = this.index.get(id);
+    if (!entry) throw new Error(`no message ${id} in the spool`);
+    const file = path.join(this.queueDir, id);
+    if (entry.size === 0) return Readable.from([]);
+    const source = createReadStream(file, {
+      start: entry.bodyOffset,
+      end: entry.bodyOffset + entry.size - 1,
+    });
+    let crc = 0;
+    let seen = 0;
+    const check = new Transform({
+      transform(chunk: Buffer, _enc, cb: TransformCallback) {
+        crc = crc32(chunk, crc);
+        seen += chunk.length;
+        cb(null, chunk);
+      },
+      flush(cb: TransformCallback) {
+        if (seen !== entry.size || crc >>> 0 !== entry.crc)
+          cb(new CorruptEntryError(id, 'body checksum mismatch'));
+        else cb();
+      },
+    });
+    source.on('error', (err) => check.destroy(err));
+    return source.pipe(check);
+  }
+
+  /** Records delivery progress durably (atomic replace of state/<id>). */
+  async saveState(id: string, state: DeliveryState): Promise<void> {
+    const entry = this.index.get(id);
+    if (!entry) throw new Error(`no message ${id} in the spool`);
+    const tmp = path.join(this.tmpDir, `${id}.${randomBytes(4).toString('hex')}`);
+    const fh = await fs.open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(state));
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, path.join(this.stateDir, id));
+    entry.state = state;
+  }
+
+  /** Removes a message that was delivered, bounced or handed off. */
+  async remove(id: string): Promise<void> {
+    if (!this.index.delete(id)) return;
+    await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
+    await this.queueSync.sync();
+    await fs.unlink(path.join(this.stateDir, id)).catch(ignoreMissing);
+  }
+
+  /** Sets a damaged message aside in corrupt/ with a note saying why. It is never deleted by the relay. */
+  async quarantine(id: string, reason: string): Promise<void> {
+    this.index.delete(id);
+    await this.setAside(id, reason);
+  }
+
+  /** true when a file can be created and fsynced in the spool (readiness). */
+  async probeWritable(): Promise<boolean> {
+    if (this.closed) return false;
+    const probe = path.join(this.tmpDir, `probe.${process.pid}.${randomBytes(4).toString('hex')}`);
+    try {
+      const fh = await fs.open(probe, 'wx', 0o600);
+      try {
+        await fh.write('ok');
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      await fs.unlink(probe);
+      return true;
+    } catch {
+      await fs.unlink(probe).catch(() => undefined);
+      return false;
+    }
+  }
+
+  /** Counts and bytes by state, and the oldest message's age (for metrics and the queue tools). */
+  stats(activeIds: ReadonlySet<string> = new Set()) {
+    const now = this.now();
+    const by = {
+      ready: { messages: 0, bytes: 0 },
+      deferred: { messages: 0, bytes: 0 },
+      active: { messages: 0, bytes: 0 },
+    };
+    let oldest = now;
+    for (const e of this.index.values()) {
+      const state = activeIds.has(e.id)
+        ? 'active'
+        : (e.state?.nextAttemptAt ?? 0) > now
+          ? 'deferred'
+          : 'ready';
+      by[state].messages++;
+      by[state].bytes += e.size;
+      oldest = Math.min(oldest, e.envelope.receivedAt);
+    }
+    return { ...by, corrupt: this.corruptCount, oldestAgeSeconds: Math.max(0, (now - oldest) / 1000) };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.dirHandle.close().catch(() => undefined);
+    await fs.unlink(path.join(this.dir, 'lock')).catch(() => undefined);
+    openDirs.delete(this.dir);
+  }
+
+  private collectMetrics(): void {
+    const m = this.opts.metrics;
+    if (!m) return;
+    const s = this.stats(this.activeIds);
+    for (const state of ['ready', 'deferred', 'active'] as const) {
+      m.spoolMessages.set({ state }, s[state].messages);
+      m.spoolBytes.set({ state }, s[state].bytes);
+    }
+    m.spoolMessages.set({ state: 'corrupt' }, s.corrupt);
+    m.oldestMessageAge.set(s.oldestAgeSeconds);
+  }
+
+  private async recover(): Promise<void> {
+    for (const name of await fs.readdir(this.tmpDir))
+      await fs.rm(path.join(this.tmpDir, name), { force: true });
+    for (const name of await fs.readdir(this.queueDir)) await this.recoverMessage(name);
+    for (const name of await fs.readdir(this.stateDir)) await this.recoverState(name);
+    this.corruptCount = (await fs.readdir(this.corruptDir)).filter((n) => !n.endsWith('.reason')).length;
+    this.log.info(
+      { dir: this.dir, messages: this.index.size, corrupt: this.corruptCount },
+      'spool recovered',
+    );
+  }
+
+  private async recoverMessage(name: string): Promise<void> {
+    const file = path.join(this.queueDir, name);
+    if (!ID_PATTERN.test(name)) {
+      await this.setAside(name, 'file name is not a queue ID');
+      return;
+    }
+    const result = await readEnds(file);
+    if (result.kind === 'half-written') {
+      // Never acknowledged: the client got no 250 and will resend.
+      this.log.warn({ id: name }, 'removing half-written spool file (never acknowledged)');
+      this.opts.metrics?.spoolSwept.inc({ kind: 'half_written' });
+      await fs.unlink(file);
+      return;
+    }
+    if (result.kind === 'corrupt') {
+      await this.setAside(name, result.reason);
+      return;
+    }
+    this.index.set(name, { id: name, ...result.entry });
+  }
+
+  private async recoverState(name: string): Promise<void> {
+    const file = path.join(this.stateDir, name);
+    const entry = this.index.get(name);
+    if (!entry) {
+      await fs.rm(file, { force: true }); // the message was removed; its state was left behind by a crash
+      return;
+    }
+    try {
+      entry.state = JSON.parse(await fs.readFile(file, 'utf8')) as DeliveryState;
+    } catch (err) {
+      // Losing progress only means retrying recipients again (at-least-once), never losing mail.
+      this.log.warn(
+        { id: name, err: String(err) },
+        'unreadable delivery state; the message will be retried in full',
+      );
+      await fs.rm(file, { force: true });
+    }
+  }
+
+  private async setAside(id: string, reason: string): Promise<void> {
+    this.log.error({ id, reason }, 'spool entry is damaged; moved to corrupt/');
+    this.opts.metrics?.spoolSwept.inc({ kind: 'corrupt' });
+    await fs.rename(path.join(this.queueDir, id), path.join(this.corruptDir, id)).catch(ignoreMissing);
+    await fs.writeFile(
+      path.join(this.corruptDir, `${id}.reason`),
+      `${new Date(this.now()).toISOString()} ${reason}\n`,
+    );
+    await fs.rm(path.join(this.stateDir, id), { force: true });
+    this.corruptCount++;
+  }
+}
+
+type Ends =
+  | { kind: 'ok'; entry: Omit<SpoolEntry, 'id'> }
+  | { kind: 'half-written' }
+  | { kind: 'corrupt'; reason: string };
+
+/** Reads a message file's header and end record without reading its body. */
+async function readEnds(file: string): Promise<Ends> {
+  const fh = await fs.open(file, 'r');
+  try {
+    const { size } = await fh.stat();
+    const tail = Buffer.alloc(Math.min(TRAILER_LENGTH, size));
+    await fh.read(tail, 0, tail.length, size - tail.length);
+    const trailer = decodeTrailer(tail);
+    if (!trailer) return { kind: 'half-written' };
+    const head = Buffer.alloc(Math.min(MAX_HEADER_BYTES, size - TRAILER_LENGTH));
+    await fh.read(head, 0, head.length, 0);
+    const header = decodeHeader(head);
+    if ('problem' in header) return { kind: 'corrupt', reason: header.problem };
+    if (header.bodyOffset + trailer.bodyLength + TRAILER_LENGTH !== size) {
+      return {
+        kind: 'corrupt',
+        reason: `end record says ${trailer.bodyLength} body bytes, file size disagrees`,
+      };
+    }
+    return {
+      kind: 'ok',
+      entry: {
+        envelope: header.envelope,
+        size: trailer.bodyLength,
+        bodyOffset: header.bodyOffset,
+        crc: trailer.crc,
+      },
+    };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Spool directories open in this process (the pid in a lock file cannot tell those apart). */
+const openDirs = new Set<string>();
+
+/** One relay per spool: a second one would sweep the first one's half-written files. */
+async function takeLock(dir: string): Promise<void> {
+  if (openDirs.has(dir)) throw new SpoolLockedError(`spool ${dir} is already open in this process`);
+  const lock = path.join(dir, 'lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await fs.writeFile(lock, `${process.pid}\n`, { flag: 'wx' });
+      openDirs.add(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number((await fs.readFile(lock, 'utf8').catch(() => '')).trim());
+    if (pid > 0 && pid !== process.pid && isAlive(pid)) {
+      throw new SpoolLockedError(
+        `spool ${dir} is in use by process ${pid} (remove ${lock} if that is wrong)`,
+      );
+    }
+    await fs.rm(lock, { force: true }); // stale: its owner is gone (or it is us, restarted as the same pid)
+  }
+  throw new SpoolLockedError(`could not take the spool lock ${lock}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function ignoreMissing(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'ENOENT') throw err;
+}
