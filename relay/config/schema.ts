@@ -11,7 +11,12 @@
  */
 import Type from 'typebox';
 
-const Port = Type.Integer({ minimum: 1, maximum: 65535 });
+/** A port to listen on; 0 picks a free port (tests), and the relay logs the port it bound. */
+const ListenPort = Type.Integer({
+  minimum: 0,
+  maximum: 65535,
+  description: 'TCP port to listen on; 0 picks a free port (the bound port is logged at start).',
+});
 const Address = Type.String({
   minLength: 1,
   description: 'IP address to bind, e.g. 127.0.0.1, 0.0.0.0 or ::.',
@@ -34,7 +39,7 @@ export type ListenerName = (typeof ListenerNames)[number];
 
 const ListenerBase = {
   address: Type.String({ ...Address, default: '0.0.0.0' }),
-  port: Port,
+  port: ListenPort,
 };
 
 export const SubmissionListener = Type.Object(
@@ -331,7 +336,7 @@ export const Delivery = Type.Object(
 export const Admin = Type.Object(
   {
     address: Type.String({ ...Address, default: '127.0.0.1' }),
-    port: Type.Integer({ minimum: 1, maximum: 65535, default: 9091 }),
+    port: Type.Integer({ ...ListenPort, default: 9091 }),
     tokenFile: Type.Optional(
       Type.String({
         minLength: 1,
