@@ -34,6 +34,9 @@ export const RecipientRejectReasons = [
 export const AuthResults = ['success', 'failure', 'throttled', 'locked_out', 'not_allowed'] as const;
 export const DeliveryResults = ['delivered', 'deferred', 'bounced'] as const;
 export const SpoolStates = ['ready', 'deferred', 'active', 'corrupt'] as const;
+/** Result of a DNS lookup; 'cached' means it was answered from the relay's cache without a query. */
+export const DnsQueryResults = ['answer', 'nodata', 'nxdomain', 'tempfail', 'cached'] as const;
+export const ConfigReloadResults = ['success', 'failure'] as const;
 
 export type MessageRejectReason = (typeof MessageRejectReasons)[number];
 export type RecipientRejectReason = (typeof RecipientRejectReasons)[number];
@@ -104,8 +107,19 @@ export class RelayMetrics {
   });
   readonly configReloads = new Counter({
     name: 'mailfleet_relay_config_reloads_total',
-    help: 'Configuration (and credential/certificate file) reloads, by result.',
+    help: 'Configuration (and credential/certificate file) reloads, by result (success, failure).',
     labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly configLastReloadSuccessful = new Gauge({
+    name: 'mailfleet_relay_config_last_reload_successful',
+    help: '1 when the newest configuration is in force, 0 when the last reload was rejected and an older one stays in force.',
+    registers: [this.registry],
+  });
+  readonly dnsQueries = new Counter({
+    name: 'mailfleet_relay_dns_queries_total',
+    help: 'DNS lookups, by record type (MX, A, AAAA) and result (answer, nodata, nxdomain, tempfail, cached).',
+    labelNames: ['type', 'result'] as const,
     registers: [this.registry],
   });
 
