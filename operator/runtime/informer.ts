@@ -1,0 +1,131 @@
+/**
+ * Informers: a local cache of one kind, kept current by list+watch (@kubernetes/client-node makeInformer),
+ * over all namespaces or one informer per namespace in scope. A list or watch error stops a client-node
+ * informer; here it is restarted with exponential backoff (1 s → 60 s), and the restart count is a metric.
+ * `synced` turns true once every namespace's initial list is in the cache (readiness).
+ */
+import {
+  makeInformer,
+  type Informer,
+  type KubeConfig,
+  type KubernetesObject,
+  type ObjectCache,
+} from '@kubernetes/client-node';
+import type { Clock } from './clock.js';
+import type { KubeApi, KubeObject } from './kube.js';
+import { errorMessage, type Logger } from './logger.js';
+import { resourcePath, type ResourceType } from './resources.js';
+
+export type EventType = 'add' | 'update' | 'delete';
+export type Handler = (type: EventType, obj: KubeObject) => void;
+
+/** Read access to cached objects: what reconcilers use. */
+export interface Store {
+  get(namespace: string, name: string): KubeObject | undefined;
+  list(namespace?: string): KubeObject[];
+}
+
+interface Member {
+  namespace?: string;
+  informer: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  synced: boolean;
+  failures: number;
+  timer?: unknown;
+}
+
+export class ManagedInformer implements Store {
+  private readonly members: Member[];
+  private readonly handlers: Handler[] = [];
+  private stopped = false;
+
+  constructor(
+    kc: KubeConfig,
+    api: KubeApi,
+    readonly type: ResourceType,
+    namespaces: readonly string[] | undefined,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    private readonly onRestart: () => void = () => {},
+    labelSelector?: string,
+  ) {
+    const scopes =
+      namespaces && type.namespaced ? namespaces.map((n) => n as string | undefined) : [undefined];
+    this.members = scopes.map((namespace) => {
+      const list = () => api.list(type, namespace, labelSelector) as never;
+      const informer = makeInformer<KubernetesObject>(kc, resourcePath(type, namespace), list, labelSelector);
+      const m: Member = { namespace, informer, synced: false, failures: 0 };
+      informer.on('add', (o) => this.emit('add', o as KubeObject));
+      informer.on('update', (o) => this.emit('update', o as KubeObject));
+      informer.on('delete', (o) => this.emit('delete', o as KubeObject));
+      informer.on('connect', () => {
+        m.failures = 0;
+      });
+      informer.on('error', (err: unknown) => this.restart(m, err));
+      return m;
+    });
+  }
+
+  on(handler: Handler): void {
+    this.handlers.push(handler);
+  }
+
+  get synced(): boolean {
+    return this.members.every((m) => m.synced);
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.members.map((m) => this.startMember(m)));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const m of this.members) if (m.timer !== undefined) this.clock.clearTimeout(m.timer);
+    await Promise.all(this.members.map((m) => m.informer.stop()));
+  }
+
+  get(namespace: string, name: string): KubeObject | undefined {
+    const m = this.members.find((x) => x.namespace === undefined || x.namespace === namespace);
+    return m?.informer.get(name, namespace) as KubeObject | undefined;
+  }
+
+  list(namespace?: string): KubeObject[] {
+    if (namespace === undefined) return this.members.flatMap((m) => m.informer.list() as KubeObject[]);
+    const m = this.members.find((x) => x.namespace === undefined || x.namespace === namespace);
+    return m ? (m.informer.list(namespace) as KubeObject[]) : [];
+  }
+
+  private emit(type: EventType, obj: KubeObject): void {
+    for (const h of this.handlers) {
+      try {
+        h(type, obj);
+      } catch (e) {
+        this.log.error({ err: errorMessage(e), kind: this.type.kind }, 'informer handler failed');
+      }
+    }
+  }
+
+  private async startMember(m: Member): Promise<void> {
+    try {
+      await m.informer.start();
+      m.synced = true;
+    } catch (e) {
+      this.restart(m, e);
+    }
+  }
+
+  private restart(m: Member, err: unknown): void {
+    if (this.stopped) return;
+    const delay = Math.min(1000 * 2 ** m.failures, 60_000);
+    m.failures++;
+    this.onRestart();
+    this.log.warn(
+      { kind: this.type.kind, namespace: m.namespace ?? '*', err: errorMessage(err), retryInMs: delay },
+      'informer failed; restarting',
+    );
+    if (m.timer !== undefined) this.clock.clearTimeout(m.timer);
+    m.timer = this.clock.setTimeout(() => {
+      m.timer = undefined;
+      if (!this.stopped) void this.startMember(m);
+    }, delay);
+  }
+}
