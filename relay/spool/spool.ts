@@ -50,6 +50,16 @@ export interface RecipientState {
   status: 'pending' | 'delivered' | 'failed';
   /** Last reply or error seen for this recipient, e.g. "550 5.1.1 No such user". */
   lastReply?: string;
+  /** Enhanced status code (RFC 3463) of that reply or error, e.g. "5.1.1" (for DSNs). */
+  statusCode?: string;
+  /** true when lastReply is the remote server's reply rather than a local error description. */
+  fromRemote?: boolean;
+  /** The host that gave lastReply. */
+  remoteMta?: string;
+  /** Failed recipients: the message's life ended by expiry rather than a permanent reply. */
+  expired?: boolean;
+  /** Failed recipients: the sender was told (a DSN is in the spool) or needs no telling (null sender). */
+  reported?: boolean;
 }
 
 /** Delivery progress of one message, kept in state/<id>. */
@@ -61,6 +71,11 @@ export interface DeliveryState {
   lastError?: string;
   /** A delay notice was already sent to the sender. */
   delayNotified?: boolean;
+  /**
+   * DKIM-Signature header field(s) computed once, at the first attempt, and prepended to the body on
+   * every attempt; '' when signing was tried and produced none. Absent until then.
+   */
+  dkimSignature?: string;
   recipients: Record<string, RecipientState>;
 }
 
