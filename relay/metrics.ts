@@ -188,6 +188,11 @@ export class RelayMetrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  readonly bouncesDropped = new Counter({
+    name: 'mailfleet_relay_bounces_dropped_total',
+    help: 'Recipients of null-sender mail (bounces) that failed and were dropped: a bounce is never bounced.',
+    registers: [this.registry],
+  });
   readonly handoffs = new Counter({
     name: 'mailfleet_relay_handoffs_total',
     help: 'Messages handed to a peer relay while draining, by result (ok, failed).',
