@@ -5,9 +5,10 @@ import {
   parseQuantity,
   withAppliedHash,
 } from '../../../operator/runtime/diff.js';
+import type { KubeObject } from '../../../operator/runtime/kube.js';
 import { mergeRules } from '../../../operator/runtime/rbac.js';
 
-const desired = {
+const desired: KubeObject = {
   apiVersion: 'v1',
   kind: 'ConfigMap',
   metadata: { name: 'x', namespace: 'ns', labels: { a: 'b' } },
@@ -24,7 +25,7 @@ describe('needsApply', () => {
         uid: 'u',
         resourceVersion: '5',
         managedFields: [{}],
-        annotations: { ...d.metadata.annotations, other: 'x' },
+        annotations: { ...d.metadata!.annotations, other: 'x' },
       },
     };
     expect(needsApply(d, live)).toBe(false);
@@ -33,11 +34,11 @@ describe('needsApply', () => {
   it('is true when absent, when the hash differs (a field we stopped setting) or on drift', () => {
     const d = withAppliedHash(desired);
     expect(needsApply(d, undefined)).toBe(true);
-    const old = withAppliedHash({ ...desired, data: { ...desired.data, extra: 'y' } });
+    const old = withAppliedHash({ ...desired, data: { ...(desired.data as object), extra: 'y' } });
     expect(needsApply(d, old)).toBe(true);
     const drifted = { ...d, data: { 'relay.yaml': 'edited by hand' } };
     expect(needsApply(d, drifted)).toBe(true);
-    expect(d.metadata.annotations[APPLIED_ANNOTATION]).toMatch(/^[0-9a-f]{16}$/);
+    expect(d.metadata!.annotations![APPLIED_ANNOTATION]).toMatch(/^[0-9a-f]{16}$/);
   });
 });
 

@@ -1,0 +1,163 @@
+/**
+ * The CustomResourceDefinitions, built from the typebox schemas of operator/api. operator/gen writes them
+ * to crds/ and to the chart; a unit test fails when those files are stale.
+ */
+import { CATEGORY, GROUP, VERSION } from './common.js';
+import { MailDomainSpec, MailDomainStatus } from './maildomain.js';
+import { SmtpRelaySpec, SmtpRelayStatus } from './smtprelay.js';
+
+export interface PrinterColumn {
+  name: string;
+  type: 'string' | 'integer' | 'number' | 'boolean' | 'date';
+  jsonPath: string;
+  description: string;
+  priority?: number;
+}
+
+export interface KindDef {
+  kind: string;
+  plural: string;
+  singular: string;
+  shortNames: string[];
+  description: string;
+  spec: unknown;
+  status: unknown;
+  scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string };
+  printerColumns: PrinterColumn[];
+}
+
+const condition = (type: string, field: 'status' | 'reason' | 'message') =>
+  `.status.conditions[?(@.type=="${type}")].${field}`;
+
+export const SMTP_RELAY_KIND: KindDef = {
+  kind: 'SmtpRelay',
+  plural: 'smtprelays',
+  singular: 'smtprelay',
+  shortNames: ['smtpr'],
+  description:
+    'SmtpRelay is a fleet of SMTP relay pods with a durable queue per pod, SMTP AUTH users, TLS, and delivery by smarthost or direct MX. MailDomains bind sending domains to it.',
+  spec: SmtpRelaySpec,
+  status: SmtpRelayStatus,
+  scale: {
+    specReplicasPath: '.spec.replicas',
+    statusReplicasPath: '.status.replicas',
+    labelSelectorPath: '.status.selector',
+  },
+  printerColumns: [
+    { name: 'Replicas', type: 'integer', jsonPath: '.spec.replicas', description: 'Desired pods.' },
+    { name: 'Ready', type: 'integer', jsonPath: '.status.readyReplicas', description: 'Ready pods.' },
+    {
+      name: 'Status',
+      type: 'string',
+      jsonPath: condition('Ready', 'status'),
+      description: 'Ready condition.',
+    },
+    { name: 'Reason', type: 'string', jsonPath: condition('Ready', 'reason'), description: 'Why.' },
+    {
+      name: 'Endpoint',
+      type: 'string',
+      jsonPath: '.status.endpoints.host',
+      description: 'Client Service name.',
+      priority: 1,
+    },
+    { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp', description: 'Age.' },
+  ],
+};
+
+export const MAIL_DOMAIN_KIND: KindDef = {
+  kind: 'MailDomain',
+  plural: 'maildomains',
+  singular: 'maildomain',
+  shortNames: ['maild'],
+  description:
+    'MailDomain is a sending domain bound to one SmtpRelay: who may send as it, its DKIM key, its route, and the DNS records to publish (status).',
+  spec: MailDomainSpec,
+  status: MailDomainStatus,
+  printerColumns: [
+    { name: 'Domain', type: 'string', jsonPath: '.spec.domain', description: 'Sending domain.' },
+    { name: 'Relay', type: 'string', jsonPath: '.spec.relayRef.name', description: 'Bound SmtpRelay.' },
+    {
+      name: 'Status',
+      type: 'string',
+      jsonPath: condition('Ready', 'status'),
+      description: 'Ready condition.',
+    },
+    {
+      name: 'DNS',
+      type: 'string',
+      jsonPath: condition('DNSVerified', 'status'),
+      description: 'DNS records found.',
+    },
+    {
+      name: 'Reason',
+      type: 'string',
+      jsonPath: condition('Ready', 'reason'),
+      description: 'Why.',
+      priority: 1,
+    },
+    { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp', description: 'Age.' },
+  ],
+};
+
+export const KINDS = [SMTP_RELAY_KIND, MAIL_DOMAIN_KIND];
+
+/** Plain JSON (drops typebox's symbol keys). */
+const plain = (x: unknown): Record<string, unknown> =>
+  JSON.parse(JSON.stringify(x)) as Record<string, unknown>;
+
+export function buildCrd(def: KindDef): Record<string, unknown> {
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: {
+      name: `${def.plural}.${GROUP}`,
+      labels: { 'app.kubernetes.io/name': 'mailfleet', 'app.kubernetes.io/part-of': 'mailfleet' },
+    },
+    spec: {
+      group: GROUP,
+      names: {
+        kind: def.kind,
+        listKind: `${def.kind}List`,
+        plural: def.plural,
+        singular: def.singular,
+        shortNames: def.shortNames,
+        categories: [CATEGORY],
+      },
+      scope: 'Namespaced',
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          schema: {
+            openAPIV3Schema: {
+              type: 'object',
+              description: def.description,
+              required: ['spec'],
+              properties: {
+                apiVersion: {
+                  type: 'string',
+                  description:
+                    'APIVersion defines the versioned schema of this representation of an object. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources',
+                },
+                kind: {
+                  type: 'string',
+                  description:
+                    'Kind is a string value representing the REST resource this object represents. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds',
+                },
+                metadata: { type: 'object', description: 'Standard object metadata.' },
+                spec: plain(def.spec),
+                status: plain(def.status),
+              },
+            },
+          },
+          subresources: {
+            status: {},
+            ...(def.scale ? { scale: def.scale } : {}),
+          },
+          additionalPrinterColumns: def.printerColumns,
+        },
+      ],
+    },
+  };
+}

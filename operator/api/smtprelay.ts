@@ -1,0 +1,429 @@
+/**
+ * SmtpRelay (mailfleet.dev/v1alpha1): a fleet of relay pods. This file is the one source of truth for its
+ * schema: the CRD (crds/, the chart's copy), the TypeScript types and the defaults all derive from it.
+ */
+import {
+  Conditions,
+  LocalObjectName,
+  ObservedGeneration,
+  Route,
+  SecretKeyRef,
+  type Condition,
+  type Route as RouteT,
+} from './common.js';
+import {
+  Arr,
+  Bool,
+  Enum,
+  Int,
+  Obj,
+  Opaque,
+  Optional,
+  Quantity,
+  QuantityMap,
+  Str,
+  StringMap,
+  type Static,
+} from './schema.js';
+
+const Port = (description: string, dflt: number) =>
+  Int({ description, minimum: 1, maximum: 65535, default: dflt });
+
+const Listener = (what: string, enabledByDefault: boolean, port: number) => ({
+  enabled: Bool({ description: `Run the ${what} listener.`, default: enabledByDefault }),
+  port: Port(`Container and Service port of the ${what} listener.`, port),
+});
+
+export const Listeners = Obj(
+  {
+    submission: Obj(Listener('submission', true, 587), {
+      description:
+        'Message submission (RFC 6409): STARTTLS offered, SMTP AUTH required and offered only after TLS. Peer relays also hand over queued mail here while draining.',
+      default: {},
+    }),
+    smtps: Obj(Listener('smtps', false, 465), {
+      description: 'Submission over implicit TLS (RFC 8314); SMTP AUTH required.',
+      default: {},
+    }),
+    relay: Obj(
+      {
+        ...Listener('relay', false, 2525),
+        allowedNetworks: Arr(
+          Str({ description: 'A network in CIDR notation.', minLength: 1, maxLength: 64 }),
+          {
+            description:
+              'Client networks (CIDR) allowed to send without AUTH, e.g. the pod network for in-cluster applications. Required when the relay listener is enabled.',
+            default: [],
+            maxItems: 256,
+          },
+        ),
+      },
+      {
+        description:
+          'Plain SMTP without AUTH for in-cluster applications, accepted only from allowedNetworks.',
+        default: {},
+        'x-kubernetes-validations': [
+          {
+            rule: '!self.enabled || size(self.allowedNetworks) > 0',
+            message: 'allowedNetworks must list at least one network when the relay listener is enabled',
+            reason: 'FieldValueRequired',
+          },
+        ],
+      },
+    ),
+  },
+  {
+    description: 'Which SMTP listeners run and on which ports. Changing a port restarts the pods (rolling).',
+    default: {},
+    'x-kubernetes-validations': [
+      {
+        rule: 'self.submission.enabled || self.smtps.enabled || self.relay.enabled',
+        message: 'at least one listener must be enabled',
+      },
+      {
+        rule: '!(self.submission.enabled && self.smtps.enabled && self.submission.port == self.smtps.port) && !(self.submission.enabled && self.relay.enabled && self.submission.port == self.relay.port) && !(self.smtps.enabled && self.relay.enabled && self.smtps.port == self.relay.port)',
+        message: 'enabled listeners must use different ports',
+      },
+    ],
+  },
+);
+
+export const IssuerRef = Obj(
+  {
+    name: Str({ description: 'Name of the cert-manager issuer.', minLength: 1, maxLength: 253 }),
+    kind: Enum(['Issuer', 'ClusterIssuer'] as const, {
+      description: 'Kind of the issuer.',
+      default: 'Issuer',
+    }),
+    group: Str({ description: 'API group of the issuer.', default: 'cert-manager.io', minLength: 1 }),
+  },
+  { description: 'A cert-manager issuer; the operator renders a Certificate for the relay service names.' },
+);
+
+export const TlsSpec = Obj(
+  {
+    secretName: Optional(
+      LocalObjectName(
+        'Use this existing kubernetes.io/tls Secret (keys tls.crt, tls.key, optionally ca.crt). The operator reads it and never changes it.',
+      ),
+    ),
+    issuerRef: Optional(IssuerRef),
+    minVersion: Enum(['TLSv1.2', 'TLSv1.3'] as const, {
+      description: 'Lowest TLS version the listeners accept.',
+      default: 'TLSv1.2',
+    }),
+  },
+  {
+    description:
+      "Where the listeners' certificate comes from: an existing Secret (secretName), cert-manager (issuerRef), or, when neither is set, a CA the operator creates for this relay with a server certificate it renews well before expiry.",
+    default: {},
+    'x-kubernetes-validations': [
+      {
+        rule: '!(has(self.secretName) && has(self.issuerRef))',
+        message: 'set at most one of secretName and issuerRef',
+        reason: 'FieldValueForbidden',
+      },
+    ],
+  },
+);
+
+export const SmtpUser = Obj(
+  {
+    name: Str({
+      description: 'SMTP AUTH user name.',
+      minLength: 1,
+      maxLength: 128,
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._@+-]*$',
+    }),
+    passwordSecretRef: Optional(
+      SecretKeyRef(
+        'Take the password from this Secret (read, never changed). Without it the operator generates a password into the credentials Secret (status.credentialsSecret).',
+        'password',
+      ),
+    ),
+  },
+  { description: 'An SMTP AUTH user.' },
+);
+
+export const QueueSpec = Obj(
+  {
+    storage: Obj(
+      {
+        size: Quantity({ description: 'Size of each pod queue volume (PVC).', default: '1Gi' }),
+        storageClassName: Optional(
+          Str({
+            description: 'StorageClass of the queue volumes (default: the cluster default).',
+            minLength: 1,
+          }),
+        ),
+      },
+      {
+        description:
+          'Per-pod persistent volume for the durable queue. Immutable once the StatefulSet exists.',
+        default: {},
+      },
+    ),
+    retry: Obj(
+      {
+        firstRetrySeconds: Int({
+          description: 'Delay before the first retry of deferred mail.',
+          minimum: 1,
+          default: 300,
+        }),
+        maxBackoffSeconds: Int({ description: 'Longest delay between retries.', minimum: 1, default: 4000 }),
+        maxLifetimeSeconds: Int({
+          description: 'Mail still undelivered after this long is bounced to its sender.',
+          minimum: 60,
+          default: 432000,
+        }),
+      },
+      {
+        description: 'Retry schedule for deferred mail (Postfix defaults).',
+        default: {},
+        'x-kubernetes-validations': [
+          {
+            rule: 'self.firstRetrySeconds <= self.maxBackoffSeconds',
+            message: 'firstRetrySeconds must not exceed maxBackoffSeconds',
+          },
+        ],
+      },
+    ),
+  },
+  { description: 'Queue storage and retry policy.', default: {} },
+);
+
+export const LimitsSpec = Obj(
+  {
+    maxMessageBytes: Int({
+      description: 'Largest message accepted (bytes).',
+      minimum: 1024,
+      default: 26214400,
+    }),
+    maxRecipients: Int({ description: 'Recipients per message.', minimum: 1, default: 100 }),
+    messagesPerMinutePerUser: Int({
+      description: 'Messages per minute one authenticated user may submit (0: unlimited).',
+      minimum: 0,
+      default: 600,
+    }),
+    messagesPerMinutePerClient: Int({
+      description: 'Messages per minute one client address may submit (0: unlimited).',
+      minimum: 0,
+      default: 1200,
+    }),
+    maxConnections: Int({ description: 'Concurrent SMTP connections per pod.', minimum: 1, default: 2000 }),
+  },
+  { description: 'Message, recipient and rate limits, applied per pod.', default: {} },
+);
+
+export const MonitoringSpec = Obj(
+  {
+    metricsPort: Port('Port of the relay admin server (/metrics, /healthz, /readyz, drain).', 9091),
+    serviceMonitor: Obj(
+      {
+        enabled: Bool({
+          description:
+            'Create a Prometheus Operator ServiceMonitor (only when its CRD exists in the cluster).',
+          default: true,
+        }),
+        interval: Str({ description: 'Scrape interval.', default: '30s', pattern: '^[0-9]+(ms|s|m|h)$' }),
+        labels: Optional(
+          StringMap({
+            description: 'Extra labels on the ServiceMonitor, e.g. to match a Prometheus selector.',
+          }),
+        ),
+      },
+      { description: 'ServiceMonitor for the relay metrics.', default: {} },
+    ),
+  },
+  { description: 'Metrics endpoint and Prometheus scraping.', default: {} },
+);
+
+export const DrainSpec = Obj(
+  {
+    timeoutSeconds: Int({
+      description:
+        'How long a drain may run before the operator reports it as stuck (Degraded). The operator keeps waiting: it never removes a pod that still holds mail.',
+      minimum: 10,
+      default: 600,
+    }),
+    terminationGracePeriodSeconds: Int({
+      description:
+        'Pod termination grace period: time for a stopping relay to finish sessions and fsync its queue.',
+      minimum: 10,
+      default: 120,
+    }),
+  },
+  { description: 'Draining before scale-down and deletion.', default: {} },
+);
+
+export const SmtpRelaySpec = Obj(
+  {
+    replicas: Int({
+      description: 'Number of relay pods.',
+      minimum: 0,
+      maximum: 1000,
+      default: 2,
+      format: 'int32',
+    }),
+    image: Optional(
+      Str({ description: 'Relay container image (default: the operator --relay-image).', minLength: 1 }),
+    ),
+    imagePullPolicy: Optional(
+      Enum(['Always', 'IfNotPresent', 'Never'] as const, {
+        description: 'Image pull policy of the relay container.',
+      }),
+    ),
+    imagePullSecrets: Optional(
+      Arr(Obj({ name: LocalObjectName('Secret name.') }, { description: 'A pull Secret.' }), {
+        description: 'Pull Secrets for the relay image.',
+      }),
+    ),
+    resources: Optional(
+      Obj(
+        {
+          requests: Optional(
+            QuantityMap({ description: 'Minimum resources, e.g. cpu: 100m, memory: 128Mi.' }),
+          ),
+          limits: Optional(QuantityMap({ description: 'Maximum resources.' })),
+        },
+        { description: 'Compute resources of the relay container.' },
+      ),
+    ),
+    nodeSelector: Optional(StringMap({ description: 'Node labels the pods must match.' })),
+    tolerations: Optional(
+      Arr(
+        Opaque({ description: 'A core/v1 Toleration (key, operator, value, effect, tolerationSeconds).' }),
+        { description: 'Pod tolerations.' },
+      ),
+    ),
+    affinity: Optional(Opaque({ description: 'A core/v1 Affinity for the pods.' })),
+    podAnnotations: Optional(StringMap({ description: 'Extra annotations on the pods.' })),
+    podLabels: Optional(StringMap({ description: 'Extra labels on the pods.' })),
+    listeners: Listeners,
+    service: Obj(
+      {
+        type: Enum(['ClusterIP', 'NodePort', 'LoadBalancer'] as const, {
+          description: 'Type of the client Service.',
+          default: 'ClusterIP',
+        }),
+        annotations: Optional(
+          StringMap({ description: 'Annotations on the client Service (e.g. load balancer settings).' }),
+        ),
+      },
+      { description: 'The client Service in front of the pods.', default: {} },
+    ),
+    tls: TlsSpec,
+    users: Arr(SmtpUser, {
+      description: 'SMTP AUTH users of the submission and smtps listeners.',
+      default: [],
+      maxItems: 1000,
+      'x-kubernetes-list-type': 'map',
+      'x-kubernetes-list-map-keys': ['name'],
+    }),
+    queue: QueueSpec,
+    delivery: Obj(
+      {
+        route: Route('How mail leaves the relay unless its sending MailDomain has its own route.', 'direct'),
+        heloName: Optional(
+          Str({ description: 'Name sent in EHLO downstream (default: the pod hostname).', minLength: 1 }),
+        ),
+        concurrency: Int({ description: 'Deliveries in flight per pod.', minimum: 1, default: 100 }),
+      },
+      { description: 'Outbound delivery.', default: {} },
+    ),
+    limits: LimitsSpec,
+    monitoring: MonitoringSpec,
+    drain: DrainSpec,
+    logLevel: Enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const, {
+      description: 'Relay log level.',
+      default: 'info',
+    }),
+  },
+  { description: 'Desired state of the relay fleet.' },
+);
+
+export const SmtpRelayStatus = Obj(
+  {
+    observedGeneration: Optional(ObservedGeneration),
+    conditions: Optional(Conditions),
+    replicas: Optional(
+      Int({
+        description: 'Pods that exist (the scale subresource reads this).',
+        minimum: 0,
+        format: 'int32',
+      }),
+    ),
+    readyReplicas: Optional(Int({ description: 'Pods ready to accept mail.', minimum: 0, format: 'int32' })),
+    selector: Optional(
+      Str({ description: 'Label selector of the pods (for the scale subresource and HPA).' }),
+    ),
+    endpoints: Optional(
+      Obj(
+        {
+          host: Str({ description: 'DNS name of the client Service.' }),
+          ports: Arr(
+            Obj(
+              {
+                name: Str({ description: 'Listener name: submission, smtps or relay.' }),
+                port: Int({ description: 'Service port.' }),
+              },
+              { description: 'A listener port.' },
+            ),
+            { description: 'Listener ports on the client Service.' },
+          ),
+        },
+        { description: 'Where clients connect.' },
+      ),
+    ),
+    domains: Optional(
+      Arr(Str({ description: 'A domain name.' }), {
+        description: 'Domains of the MailDomains bound to this relay.',
+      }),
+    ),
+    credentialsSecret: Optional(
+      Str({ description: 'Secret holding the generated SMTP user passwords (keys are user names).' }),
+    ),
+    caSecret: Optional(Str({ description: 'Secret whose ca.crt clients use to verify the listeners.' })),
+    drainingPods: Optional(
+      Arr(Str({ description: 'A pod name.' }), {
+        description: 'Pods being drained before scale-down or deletion.',
+      }),
+    ),
+  },
+  { description: 'Observed state of the relay fleet.' },
+);
+
+export type SmtpRelaySpec = Static<typeof SmtpRelaySpec>;
+export type SmtpRelayStatus = Static<typeof SmtpRelayStatus>;
+export type { Condition, RouteT };
+
+export interface SmtpRelay {
+  apiVersion: 'mailfleet.dev/v1alpha1';
+  kind: 'SmtpRelay';
+  metadata: ObjectMeta;
+  spec: SmtpRelaySpec;
+  status?: SmtpRelayStatus;
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  finalizers?: string[];
+  ownerReferences?: OwnerReference[];
+}
+
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+  controller?: boolean;
+  blockOwnerDeletion?: boolean;
+}

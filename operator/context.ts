@@ -1,0 +1,126 @@
+/**
+ * What reconcilers share, built once by the manager: the API client, informer caches, discovered optional
+ * features, the event recorder, the clock, the logger, and the index of Secrets each object references.
+ */
+import type { Clock } from './runtime/clock.js';
+import type { EventRecorder } from './runtime/events.js';
+import type { Store } from './runtime/informer.js';
+import type { KubeApi, KubeObject } from './runtime/kube.js';
+import type { Logger } from './runtime/logger.js';
+import { withAppliedHash, needsApply } from './runtime/diff.js';
+
+export interface Stores {
+  relays: Store;
+  domains: Store;
+  secrets: Store;
+  configMaps: Store;
+  services: Store;
+  statefulSets: Store;
+  pods: Store;
+  pdbs: Store;
+  serviceMonitors: Store;
+  certificates: Store;
+}
+
+export const emptyStore: Store = { get: () => undefined, list: () => [] };
+
+/** Optional APIs, discovered at start and re-checked periodically. */
+export interface Features {
+  serviceMonitors: boolean;
+  certManager: boolean;
+}
+
+/**
+ * Secrets referenced by an object (by key "ns/name"), so a change to a Secret the operator does not own
+ * (a user's password, DKIM key, TLS Secret) re-queues the objects that read it, like a field index.
+ */
+export class ReferenceIndex {
+  private readonly byOwner = new Map<string, Set<string>>();
+  private readonly bySecret = new Map<string, Set<string>>();
+
+  set(owner: string, secrets: Iterable<string>): void {
+    this.delete(owner);
+    const set = new Set(secrets);
+    this.byOwner.set(owner, set);
+    for (const s of set) {
+      const owners = this.bySecret.get(s) ?? new Set<string>();
+      owners.add(owner);
+      this.bySecret.set(s, owners);
+    }
+  }
+
+  delete(owner: string): void {
+    for (const s of this.byOwner.get(owner) ?? []) {
+      const owners = this.bySecret.get(s);
+      owners?.delete(owner);
+      if (owners && owners.size === 0) this.bySecret.delete(s);
+    }
+    this.byOwner.delete(owner);
+  }
+
+  owners(secretKey: string): string[] {
+    return [...(this.bySecret.get(secretKey) ?? [])];
+  }
+}
+
+export interface OperatorContext {
+  api: KubeApi;
+  stores: Stores;
+  features: Features;
+  events: EventRecorder;
+  clock: Clock;
+  log: Logger;
+  /** Owner keys are "<Kind>:<ns>/<name>". */
+  refs: ReferenceIndex;
+}
+
+/** Server-side applies `desired` unless the cached live object already matches. Returns whether it wrote. */
+export async function applyIfChanged(
+  ctx: OperatorContext,
+  store: Store,
+  desired: KubeObject,
+): Promise<boolean> {
+  const d = withAppliedHash(desired);
+  const live = store.get(desired.metadata?.namespace ?? '', desired.metadata?.name ?? '');
+  if (!needsApply(d, live)) return false;
+  ctx.log.debug(
+    { kind: desired.kind, name: desired.metadata?.name, namespace: desired.metadata?.namespace },
+    'applying',
+  );
+  await ctx.api.apply(d);
+  return true;
+}
+
+/** Reads Secrets from the cache and remembers which were read (for the ReferenceIndex). */
+export class SecretReader {
+  readonly read = new Set<string>();
+  constructor(
+    private readonly store: Store,
+    private readonly namespace: string,
+  ) {}
+
+  get(name: string): Record<string, Buffer> | undefined {
+    this.read.add(`${this.namespace}/${name}`);
+    const s = this.store.get(this.namespace, name);
+    if (!s) return undefined;
+    const data = (s.data ?? {}) as Record<string, string>;
+    return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+  }
+
+  /** One key as text, or a problem saying what to fix. */
+  key(name: string, key: string, what: string): { value: string } | { reason: string; message: string } {
+    const s = this.get(name);
+    if (!s)
+      return {
+        reason: 'SecretNotFound',
+        message: `Secret ${name} (${what}) does not exist in namespace ${this.namespace}; create it`,
+      };
+    const v = s[key];
+    if (v === undefined)
+      return { reason: 'SecretKeyMissing', message: `Secret ${name} (${what}) has no key "${key}"; add it` };
+    return { value: v.toString('utf8') };
+  }
+}
+
+export const b64 = (s: string | Buffer) =>
+  (typeof s === 'string' ? Buffer.from(s, 'utf8') : s).toString('base64');

@@ -1,0 +1,180 @@
+/**
+ * SmtpRelay + bound MailDomains → the relay's config file (RelayConfig of relay/config/schema.ts). Pure.
+ *
+ * Secrets never appear in it: every credential, key and certificate is a path to a key of the runtime
+ * Secret, which is mounted next to relay.yaml. The file is reloaded by the relay when it changes, so a
+ * change here reaches running pods without a restart.
+ */
+import type { Smarthost } from '../api/common.js';
+import type { MailDomain } from '../api/maildomain.js';
+import type { SmtpRelay } from '../api/smtprelay.js';
+import type {
+  MailDomainConfig,
+  RelayConfig,
+  RouteConfig,
+  SmarthostConfig,
+} from '../../relay/config/schema.js';
+import { HANDOFF_USER, PATHS, RUNTIME_KEYS, serviceHost } from './names.js';
+
+/** A MailDomain bound to this relay, with what the runtime Secret holds for it. */
+export interface BoundDomain {
+  domain: MailDomain;
+  /** The DKIM key is in the runtime Secret. */
+  dkimKey: boolean;
+  /** The route smarthost credentials / CA are in the runtime Secret. */
+  routeCredentials: boolean;
+  routeCa: boolean;
+}
+
+export interface ConfigInput {
+  relay: SmtpRelay;
+  domains: readonly BoundDomain[];
+  /** tls.crt/tls.key are in the runtime Secret. */
+  tls: boolean;
+  /** ca.crt (the CA that signed the relay certificates) is in the runtime Secret. */
+  ca: boolean;
+  smarthostCredentials: boolean;
+  smarthostCa: boolean;
+}
+
+const file = PATHS.file;
+
+function smarthost(
+  s: Smarthost,
+  keys: { username: string; password: string; ca: string },
+  has: { credentials: boolean; ca: boolean },
+): SmarthostConfig {
+  return {
+    host: s.host,
+    port: s.port,
+    tls: s.tls,
+    ...(has.ca ? { caFile: file(keys.ca) } : {}),
+    ...(has.credentials
+      ? { auth: { usernameFile: file(keys.username), passwordFile: file(keys.password) } }
+      : {}),
+  };
+}
+
+function domainConfig(b: BoundDomain): MailDomainConfig {
+  const { spec } = b.domain;
+  const name = spec.domain.toLowerCase();
+  const route: RouteConfig | undefined = spec.route
+    ? {
+        mode: spec.route.mode,
+        ...(spec.route.mode === 'smarthost' && spec.route.smarthost
+          ? {
+              smarthost: smarthost(
+                spec.route.smarthost,
+                {
+                  username: RUNTIME_KEYS.routeUsername(name),
+                  password: RUNTIME_KEYS.routePassword(name),
+                  ca: RUNTIME_KEYS.routeCa(name),
+                },
+                { credentials: b.routeCredentials, ca: b.routeCa },
+              ),
+            }
+          : {}),
+      }
+    : undefined;
+  return {
+    name,
+    allowedUsers: [...spec.allowedUsers],
+    allowedSenders: [...spec.allowedSenders],
+    ...(spec.dkim.enabled && b.dkimKey
+      ? {
+          dkim: {
+            selector: spec.dkim.selector,
+            algorithm: spec.dkim.algorithm,
+            keyFile: file(RUNTIME_KEYS.dkim(name)),
+          },
+        }
+      : {}),
+    ...(route ? { route } : {}),
+  };
+}
+
+export function renderRelayConfig(input: ConfigInput): RelayConfig {
+  const { spec } = input.relay;
+  const l = spec.listeners;
+  const listeners: RelayConfig['listeners'] = {};
+  if (l.submission.enabled) listeners.submission = { address: '0.0.0.0', port: l.submission.port };
+  if (l.smtps.enabled) listeners.smtps = { address: '0.0.0.0', port: l.smtps.port };
+  if (l.relay.enabled) {
+    listeners.relay = {
+      address: '0.0.0.0',
+      port: l.relay.port,
+      allowedNetworks: [...l.relay.allowedNetworks],
+    };
+  }
+  const route = spec.delivery.route;
+  return {
+    hostname: spec.delivery.heloName ?? serviceHost(input.relay),
+    listeners,
+    ...(input.tls
+      ? {
+          tls: {
+            certFile: file(RUNTIME_KEYS.tlsCert),
+            keyFile: file(RUNTIME_KEYS.tlsKey),
+            minVersion: spec.tls.minVersion,
+          },
+        }
+      : {}),
+    auth: {
+      usersFile: file(RUNTIME_KEYS.users),
+      throttle: {
+        delayAfterFailures: 3,
+        maxDelayMs: 8000,
+        lockoutAfterFailures: 10,
+        lockout: 300,
+        window: 900,
+      },
+    },
+    domains: [...input.domains]
+      .sort((a, b) => a.domain.spec.domain.localeCompare(b.domain.spec.domain))
+      .map(domainConfig),
+    limits: { ...spec.limits, idleTimeout: 300 },
+    dns: { servers: [], timeoutMs: 5000, tries: 2, cacheMaxEntries: 10000 },
+    spool: { dir: PATHS.spoolDir },
+    delivery: {
+      route: {
+        mode: route.mode,
+        ...(route.mode === 'smarthost' && route.smarthost
+          ? {
+              smarthost: smarthost(
+                route.smarthost,
+                {
+                  username: RUNTIME_KEYS.smarthostUsername,
+                  password: RUNTIME_KEYS.smarthostPassword,
+                  ca: RUNTIME_KEYS.smarthostCa,
+                },
+                { credentials: input.smarthostCredentials, ca: input.smarthostCa },
+              ),
+            }
+          : {}),
+      },
+      ...(spec.delivery.heloName ? { heloName: spec.delivery.heloName } : {}),
+      concurrency: spec.delivery.concurrency,
+      perDestinationConcurrency: Math.min(20, spec.delivery.concurrency),
+      directPort: 25,
+      connectTimeoutMs: 30000,
+      commandTimeoutMs: 300000,
+      retry: {
+        firstRetry: spec.queue.retry.firstRetrySeconds,
+        maxBackoff: spec.queue.retry.maxBackoffSeconds,
+        maxLifetime: spec.queue.retry.maxLifetimeSeconds,
+        delayWarningAfter: 0,
+      },
+    },
+    handoff: {
+      username: HANDOFF_USER,
+      passwordFile: file(RUNTIME_KEYS.handoffPassword),
+      ...(input.ca ? { caFile: file(RUNTIME_KEYS.ca) } : {}),
+    },
+    admin: {
+      address: '0.0.0.0',
+      port: spec.monitoring.metricsPort,
+      tokenFile: file(RUNTIME_KEYS.adminToken),
+    },
+    log: { level: spec.logLevel },
+  };
+}

@@ -1,0 +1,141 @@
+/**
+ * SmtpRelay status (pure): conditions with reason and message from what the reconcile found, plus the
+ * observed fields. Built so that an unchanged world yields a deep-equal status (no patch).
+ */
+import type { Condition } from '../api/common.js';
+import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
+import { setConditions, type ConditionInput } from '../runtime/conditions.js';
+import { names, selectorString, serviceHost } from './names.js';
+import { listenerPorts } from './render.js';
+
+export interface Problem {
+  reason: string;
+  message: string;
+}
+
+export interface StatusInput {
+  relay: SmtpRelay;
+  nowIso: string;
+  /** Problems that stop the operator from rolling out the spec (bad input). */
+  blocking: Problem[];
+  /** Problems that do not stop the rollout (a drain that cannot finish, ignored storage change). */
+  degraded: Problem[];
+  tls: { ready: boolean; reason: string; message: string };
+  statefulSet?: {
+    replicas?: number;
+    readyReplicas?: number;
+    updatedReplicas?: number;
+    observedGeneration?: number;
+    generation?: number;
+    specReplicas?: number;
+  };
+  draining: string[];
+  deleting: boolean;
+  domains: string[];
+  caSecret?: string;
+}
+
+function rollout(input: StatusInput): { done: boolean; message: string } {
+  const sts = input.statefulSet;
+  const want = input.relay.spec.replicas;
+  if (!sts) return { done: false, message: 'the StatefulSet is being created' };
+  if ((sts.observedGeneration ?? 0) < (sts.generation ?? 0))
+    return { done: false, message: 'the StatefulSet controller has not yet seen the latest spec' };
+  const ready = sts.readyReplicas ?? 0;
+  const updated = sts.updatedReplicas ?? 0;
+  if ((sts.specReplicas ?? want) !== want)
+    return { done: false, message: `scaling from ${sts.specReplicas ?? 0} to ${want} pods` };
+  if (updated < want)
+    return { done: false, message: `${updated} of ${want} pods run the current pod template` };
+  if (ready < want) return { done: false, message: `${ready} of ${want} pods are ready` };
+  return { done: true, message: `${ready} of ${want} pods are ready` };
+}
+
+export function evaluateConditions(input: StatusInput): ConditionInput[] {
+  const r = rollout(input);
+  const draining = input.draining.length > 0;
+  const first = input.blocking[0];
+  const degraded = [...input.blocking, ...input.degraded];
+  const ready: ConditionInput = first
+    ? { type: 'Ready', status: 'False', reason: first.reason, message: first.message }
+    : input.deleting
+      ? {
+          type: 'Ready',
+          status: 'False',
+          reason: 'Deleting',
+          message: 'the relay is being deleted; pods are drained first',
+        }
+      : draining
+        ? {
+            type: 'Ready',
+            status: 'False',
+            reason: 'Draining',
+            message: `draining ${input.draining.join(', ')} before scale-down`,
+          }
+        : r.done
+          ? { type: 'Ready', status: 'True', reason: 'Ready', message: r.message }
+          : { type: 'Ready', status: 'False', reason: 'RolloutInProgress', message: r.message };
+  return [
+    ready,
+    first || r.done
+      ? {
+          type: 'Progressing',
+          status: 'False',
+          reason: first ? 'Blocked' : 'RolloutComplete',
+          message: first ? 'waiting for the problem in Degraded to be fixed' : r.message,
+        }
+      : {
+          type: 'Progressing',
+          status: 'True',
+          reason: draining ? 'Draining' : 'RolloutInProgress',
+          message: r.message,
+        },
+    degraded.length
+      ? {
+          type: 'Degraded',
+          status: 'True',
+          reason: degraded[0]!.reason,
+          message: degraded.map((p) => p.message).join('; '),
+        }
+      : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'no problems found' },
+    {
+      type: 'TLSReady',
+      status: input.tls.ready ? 'True' : 'False',
+      reason: input.tls.reason,
+      message: input.tls.message,
+    },
+    draining
+      ? {
+          type: 'Draining',
+          status: 'True',
+          reason: input.deleting ? 'Deletion' : 'ScaleDown',
+          message: `draining pods ${input.draining.join(', ')}: they accept no new mail and hand their queue to ${input.deleting ? 'its destinations' : 'the remaining pods'}`,
+        }
+      : { type: 'Draining', status: 'False', reason: 'NotDraining', message: 'no pod is being drained' },
+  ];
+}
+
+export function computeStatus(input: StatusInput, previous: SmtpRelayStatus | undefined): SmtpRelayStatus {
+  const { relay } = input;
+  const conditions: Condition[] = setConditions(
+    previous?.conditions,
+    evaluateConditions(input),
+    relay.metadata.generation,
+    input.nowIso,
+  );
+  return {
+    observedGeneration: relay.metadata.generation ?? 0,
+    conditions,
+    replicas: input.statefulSet?.replicas ?? 0,
+    readyReplicas: input.statefulSet?.readyReplicas ?? 0,
+    selector: selectorString(relay),
+    endpoints: {
+      host: serviceHost(relay),
+      ports: listenerPorts(relay).map((p) => ({ name: p.name, port: p.port })),
+    },
+    domains: [...input.domains].sort(),
+    credentialsSecret: names(relay.metadata.name).credentials,
+    ...(input.caSecret ? { caSecret: input.caSecret } : {}),
+    ...(input.draining.length ? { drainingPods: [...input.draining] } : {}),
+  };
+}

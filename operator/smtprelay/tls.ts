@@ -1,0 +1,149 @@
+/**
+ * Operator-managed TLS: a CA per SmtpRelay and a server certificate it signs for the relay's Service names
+ * (and every pod through the headless Service, which peer handoff verifies).
+ *
+ * Decisions (`evaluateTls`) are pure over parsed certificates and the clock; key generation is the only
+ * side effect (`issue*`). The CA lives 10 years and is replaced when less than a year is left; the server
+ * certificate lives 90 days and is renewed when less than 30 days are left, or when its names, CA or key no
+ * longer match. RSA 2048 keys come from node:crypto; node-forge (pure JS) builds and signs the X.509.
+ */
+import { generateKeyPair, randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import forge from 'node-forge';
+
+const DAY = 24 * 3600 * 1000;
+export const CA_LIFETIME = 3650 * DAY;
+export const CA_RENEW_BEFORE = 365 * DAY;
+export const CERT_LIFETIME = 90 * DAY;
+export const CERT_RENEW_BEFORE = 30 * DAY;
+
+export interface Pem {
+  cert: string;
+  key: string;
+}
+
+const genRsa = promisify(generateKeyPair);
+
+async function rsaKeyPem(): Promise<string> {
+  const { privateKey } = await genRsa('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return privateKey;
+}
+
+function serial(): string {
+  const b = randomBytes(16);
+  b[0] = b[0]! & 0x7f; // positive
+  return b.toString('hex');
+}
+
+export async function issueCa(commonName: string, nowMs: number): Promise<Pem> {
+  const keyPem = await rsaKeyPem();
+  const key = forge.pki.privateKeyFromPem(keyPem);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = serial();
+  cert.validity.notBefore = new Date(nowMs - 5 * 60 * 1000);
+  cert.validity.notAfter = new Date(nowMs + CA_LIFETIME);
+  const subject = [
+    { name: 'commonName', value: commonName },
+    { name: 'organizationName', value: 'mailfleet' },
+  ];
+  cert.setSubject(subject);
+  cert.setIssuer(subject);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  cert.sign(key, forge.md.sha256.create());
+  return { cert: forge.pki.certificateToPem(cert), key: keyPem };
+}
+
+export async function issueServerCert(ca: Pem, dnsNames: string[], nowMs: number): Promise<Pem> {
+  const keyPem = await rsaKeyPem();
+  const key = forge.pki.privateKeyFromPem(keyPem);
+  const caCert = forge.pki.certificateFromPem(ca.cert);
+  const caKey = forge.pki.privateKeyFromPem(ca.key);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = serial();
+  cert.validity.notBefore = new Date(nowMs - 5 * 60 * 1000);
+  cert.validity.notAfter = new Date(nowMs + CERT_LIFETIME);
+  cert.setSubject([{ name: 'commonName', value: dnsNames[0] ?? 'mailfleet-relay' }]);
+  cert.setIssuer(caCert.subject.attributes);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    { name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) },
+  ]);
+  cert.sign(caKey, forge.md.sha256.create());
+  return { cert: forge.pki.certificateToPem(cert), key: keyPem };
+}
+
+export type TlsVerdict = { ok: true } | { ok: false; reason: string };
+
+function parse(
+  pem: Pem | undefined,
+): { cert: forge.pki.Certificate; key: forge.pki.rsa.PrivateKey } | undefined {
+  if (!pem?.cert || !pem.key) return undefined;
+  try {
+    return {
+      cert: forge.pki.certificateFromPem(pem.cert),
+      key: forge.pki.privateKeyFromPem(pem.key),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function keyMatches(cert: forge.pki.Certificate, key: forge.pki.rsa.PrivateKey): boolean {
+  const pub = cert.publicKey as forge.pki.rsa.PublicKey;
+  return pub.n.equals(key.n) && pub.e.equals(key.e);
+}
+
+/** Whether the stored CA can be kept. */
+export function evaluateCa(ca: Pem | undefined, nowMs: number): TlsVerdict {
+  const p = parse(ca);
+  if (!p) return { ok: false, reason: 'no CA yet' };
+  if (!keyMatches(p.cert, p.key)) return { ok: false, reason: 'CA key does not match its certificate' };
+  if (p.cert.validity.notAfter.getTime() - nowMs < CA_RENEW_BEFORE)
+    return { ok: false, reason: 'CA expires soon' };
+  return { ok: true };
+}
+
+/** Whether the stored server certificate can be kept under this CA for these names. */
+export function evaluateServerCert(
+  cert: Pem | undefined,
+  ca: Pem,
+  dnsNames: string[],
+  nowMs: number,
+): TlsVerdict {
+  const p = parse(cert);
+  if (!p) return { ok: false, reason: 'no certificate yet' };
+  if (!keyMatches(p.cert, p.key)) return { ok: false, reason: 'key does not match the certificate' };
+  const caCert = forge.pki.certificateFromPem(ca.cert);
+  let signed: boolean;
+  try {
+    signed = caCert.verify(p.cert);
+  } catch {
+    signed = false;
+  }
+  if (!signed) return { ok: false, reason: 'certificate is not signed by the current CA' };
+  const san: { altNames?: Array<{ value: string }> } | undefined = p.cert.getExtension('subjectAltName');
+  const have = (san?.altNames ?? []).map((a) => a.value).sort();
+  if (JSON.stringify(have) !== JSON.stringify([...dnsNames].sort()))
+    return { ok: false, reason: 'DNS names changed' };
+  if (p.cert.validity.notAfter.getTime() - nowMs < CERT_RENEW_BEFORE)
+    return { ok: false, reason: 'certificate expires soon' };
+  return { ok: true };
+}
+
+/** When the server certificate must next be looked at (its renewal time), for requeueing. */
+export function renewalDueAt(cert: Pem): number | undefined {
+  const p = parse(cert);
+  return p ? p.cert.validity.notAfter.getTime() - CERT_RENEW_BEFORE : undefined;
+}
