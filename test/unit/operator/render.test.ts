@@ -49,7 +49,7 @@ describe('renderRelay', () => {
   });
 
   it('owns every child with a controller reference and labels it', () => {
-    for (const o of objs) {
+    for (const o of objs as any[]) {
       expect(o.metadata.ownerReferences).toEqual([
         {
           apiVersion: 'mailfleet.dev/v1alpha1',
