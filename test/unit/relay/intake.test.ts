@@ -1,0 +1,108 @@
+import { PassThrough, Readable } from 'node:stream';
+import {
+  ClientGoneError,
+  HeaderTooBigError,
+  IntakeTransform,
+  MessageTooBigError,
+  receiveMessage,
+} from '../../../relay/intake/receive.js';
+
+const PRELUDE = 'Received: test\r\n';
+const transform = (maxMessageBytes = 1024, maxHeaderBytes = 256) =>
+  new IntakeTransform({
+    maxMessageBytes,
+    maxHeaderBytes,
+    prelude: (fields) => PRELUDE + (fields.has('date') ? '' : 'Date: added\r\n'),
+  });
+
+async function collect(body: AsyncIterable<Buffer>): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const b of body) parts.push(b);
+  return Buffer.concat(parts).toString('latin1');
+}
+
+function source(chunks: string[]): PassThrough {
+  const s = new PassThrough();
+  void (async () => {
+    for (const c of chunks) {
+      s.write(Buffer.from(c, 'latin1'));
+      await new Promise((r) => setImmediate(r));
+    }
+    s.end();
+  })();
+  return s;
+}
+
+describe('DATA intake stream', () => {
+  test('prepends trace and fix-up headers, passes the message through byte for byte', async () => {
+    const msg = 'Subject: hi\r\nFrom: a@example.com\r\n\r\nline 1\r\n.dot\r\n';
+    const out = await receiveMessage(
+      source([msg.slice(0, 5), msg.slice(5, 20), msg.slice(20)]),
+      transform(),
+      collect,
+    );
+    expect(out).toBe(PRELUDE + 'Date: added\r\n' + msg);
+  });
+
+  test('keeps an existing Date; a message of headers only', async () => {
+    const msg = 'Date: Mon, 1 Jan 2026 00:00:00 +0000\r\nSubject: x';
+    expect(await receiveMessage(source([msg]), transform(), collect)).toBe(PRELUDE + msg);
+  });
+
+  test('over the size limit: the rest is read and dropped, the body fails at its end', async () => {
+    const src = source(['Subject: x\r\n\r\n', 'a'.repeat(600), 'b'.repeat(600), 'c'.repeat(600)]);
+    const t = transform(1024);
+    await expect(receiveMessage(src, t, collect)).rejects.toBeInstanceOf(MessageTooBigError);
+    expect(src.readableEnded).toBe(true);
+    expect(t.received).toBe(1814);
+  });
+
+  test('a header section past its bound fails with HeaderTooBigError', async () => {
+    const src = source(Array.from({ length: 20 }, (_, i) => `X-H${i}: ${'v'.repeat(40)}\r\n`));
+    await expect(receiveMessage(src, transform(100_000, 256), collect)).rejects.toBeInstanceOf(
+      HeaderTooBigError,
+    );
+  });
+
+  test('memory stays bounded for a large message (chunks pass through as they come)', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const total = 64 * 1024 * 256; // 16 MiB
+    let sent = 0;
+    const src = new Readable({
+      read() {
+        if (sent === 0) this.push('Subject: big\r\n\r\n');
+        if (sent >= total) return void this.push(null);
+        sent += chunk.length;
+        this.push(chunk);
+      },
+    });
+    let seen = 0;
+    let maxBuffered = 0;
+    const t = transform(32 * 1024 * 1024);
+    await receiveMessage(src, t, async (body) => {
+      for await (const b of body) {
+        seen += b.length;
+        maxBuffered = Math.max(maxBuffered, t.readableLength + t.writableLength);
+      }
+    });
+    expect(seen).toBeGreaterThan(total);
+    expect(maxBuffered).toBeLessThan(1024 * 1024);
+  });
+
+  test('when the spool fails early, the rest of DATA is still read before the error surfaces', async () => {
+    const src = source(['Subject: x\r\n\r\n', 'body\r\n', 'more\r\n']);
+    await expect(
+      receiveMessage(src, transform(), async () => {
+        throw new Error('disk full');
+      }),
+    ).rejects.toThrow('disk full');
+    expect(src.readableEnded).toBe(true);
+  });
+
+  test('a client that leaves mid-DATA fails the body (nothing half-written is committed)', async () => {
+    const src = new PassThrough();
+    src.write('Subject: x\r\n\r\npartial');
+    setTimeout(() => src.destroy(new Error('ECONNRESET')), 10);
+    await expect(receiveMessage(src, transform(), collect)).rejects.toBeInstanceOf(ClientGoneError);
+  });
+});
