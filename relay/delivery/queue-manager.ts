@@ -1,0 +1,564 @@
+/**
+ * The queue manager (Postfix's qmgr): decides which spooled message is attempted when, and keeps the
+ * delivery state in the spool up to date.
+ *
+ *   spool ──ready──► active message ──routing──► one job per destination group
+ *                                                     │  per-destination FIFO queues, served round-robin
+ *                                                     ▼  under a global and a per-destination limit
+ *                                               deliver (attempt.ts) → outcomes per recipient
+ *                                                     ▼
+ *                    record outcomes ─► (all groups answered) finishAttempt ─► DSN? ─► remove | defer
+ *
+ * Invariants
+ * - At-least-once. A recipient's outcome is written to the spool right after the downstream's final
+ *   reply and before anything else happens (when other groups of the message are still out, its state
+ *   is saved at once; for the last group, the removal or the state save that ends the attempt is the
+ *   record). A message is removed only after every recipient was delivered or reported; a DSN is in
+ *   the spool before the failure it reports is marked reported. A crash in between redelivers or
+ *   re-reports, never loses.
+ * - The schedule lives in the spool: a deferred message's next attempt time is its state's
+ *   nextAttemptAt. The wake-up heap and the ready set are caches, rebuilt from the spool at start().
+ * - Fairness: a job waiting for a busy destination holds no slot. Destinations are served round-robin,
+ *   so a slow destination can use at most perDestinationConcurrency slots and never starves the rest.
+ * - A message is active (in `activeIds`, untouchable by the queue tools and the drain) from the moment
+ *   its jobs are queued until its attempt is settled on disk.
+ * - A damaged body (checksum mismatch) sets the message aside in corrupt/, never drops it.
+ *
+ * Diagnostics: one log line per settled attempt (id, outcome, per-result counts), per DSN queued and
+ * per message set aside; metrics delivery_attempts_total, delivery_duration_seconds,
+ * time_in_queue_seconds, bounces_total, bounces_dropped_total.
+ */
+import { EventEmitter } from 'node:events';
+import { Readable } from 'node:stream';
+import type { RelayConfig } from '../config/schema.js';
+import type { RelayMetrics } from '../metrics.js';
+import { CorruptEntryError, type DeliveryState, type Spool, type SpoolEntry } from '../spool/spool.js';
+import type { OutgoingMessage } from './attempt.js';
+import type { BounceRequest } from './bounce.js';
+import type { DkimResult } from './dkim.js';
+import { finishAttempt, initialState, pendingRecipients, recordOutcomes } from './outcome.js';
+import { localDeferral, type RecipientOutcome } from './replies.js';
+import { backoffMs } from './retry.js';
+import { groupRecipients, routeFor, type DeliveryGroup } from './router.js';
+import { WakeHeap } from './wake-heap.js';
+
+export interface Log {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+const silent: Log = { debug() {}, info() {}, warn() {}, error() {} };
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface QueueManagerOptions {
+  spool: Spool;
+  /** The configuration in force (read at each decision, so reloads apply to the next attempt). */
+  config: () => RelayConfig;
+  deliver: (msg: OutgoingMessage, group: DeliveryGroup, signal: AbortSignal) => Promise<RecipientOutcome[]>;
+  /** DKIM signature for a message, or undefined when its domain does not sign. */
+  sign: (entry: SpoolEntry) => Promise<DkimResult | undefined>;
+  queueDsn: (req: BounceRequest) => Promise<string>;
+  metrics?: RelayMetrics;
+  log?: Log;
+  clock?: Clock;
+  /** Messages in an attempt at once (Postfix qmgr_message_active_limit). */
+  maxActive?: number;
+}
+
+/** How an attempt ended for a message. */
+export type Settlement = 'removed' | 'deferred' | 'quarantined' | 'released';
+
+interface ActiveMessage {
+  entry: SpoolEntry;
+  state: DeliveryState;
+  /** Jobs queued or running. */
+  jobsLeft: number;
+  queued: Set<Job>;
+  /** The attempt was interrupted (pause/stop) before all its jobs ran: settle nothing, try again later. */
+  abandoned: boolean;
+  corrupt?: string;
+  /** Outcomes recorded in `state` that are not on disk yet. */
+  dirty: boolean;
+  signing?: Promise<string>;
+  saving: Promise<void>;
+}
+
+interface Job {
+  msg: ActiveMessage;
+  group: DeliveryGroup;
+  controller: AbortController;
+}
+
+interface DestinationQueue {
+  queue: Job[];
+  running: number;
+}
+
+interface QueueEvents {
+  settled: [id: string, how: Settlement];
+  quiet: [];
+}
+
+export class QueueManager extends EventEmitter<QueueEvents> {
+  private readonly active = new Map<string, ActiveMessage>();
+  /** The active ids, shared with the spool (its metrics tell active messages apart). */
+  private readonly activeIds = new Set<string>();
+  private readonly ready = new Set<string>();
+  private readonly wakeups = new WakeHeap();
+  private readonly destinations = new Map<string, DestinationQueue>();
+  /** Destination keys with queued jobs, served round-robin. */
+  private rr: string[] = [];
+  private rrNext = 0;
+  private readonly runningJobs = new Set<Job>();
+  private paused = true;
+  private timer: unknown;
+  private timerAt = Infinity;
+  private readonly clock: Clock;
+  private readonly log: Log;
+  private readonly maxActive: number;
+  private readonly onAccepted = (entry: SpoolEntry) => this.schedule(entry);
+
+  constructor(private readonly opts: QueueManagerOptions) {
+    super();
+    this.clock = opts.clock ?? systemClock;
+    this.log = opts.log ?? silent;
+    this.maxActive = opts.maxActive ?? 10_000;
+    opts.spool.activeIds = this.activeIds;
+  }
+
+  /** Rebuilds the schedule from the spool and starts delivering; new mail starts at once. */
+  start(): void {
+    const entries = [...this.opts.spool.entries()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    for (const e of entries) this.schedule(e);
+    this.opts.spool.on('accepted', this.onAccepted);
+    this.paused = false;
+    this.log.info(
+      { messages: entries.length, ready: this.ready.size, deferred: this.wakeups.size },
+      'queue recovered',
+    );
+    this.pump();
+  }
+
+  /**
+   * Stops starting attempts and waits until none is in progress (running sends finish normally; jobs
+   * not started yet are given up and their messages tried again after resume()). With `abort`, running
+   * sends are cancelled too (their recipients stay pending: at-least-once).
+   */
+  async pause(opts: { abort?: boolean } = {}): Promise<void> {
+    this.paused = true;
+    for (const d of this.destinations.values()) {
+      for (const job of d.queue) {
+        job.msg.queued.delete(job);
+        job.msg.jobsLeft--;
+        job.msg.abandoned = true;
+      }
+      d.queue = [];
+    }
+    this.rr = [];
+    if (opts.abort) for (const job of this.runningJobs) job.controller.abort();
+    for (const msg of [...this.active.values()])
+      if (msg.jobsLeft === 0 && msg.abandoned) void this.settle(msg);
+    while (this.active.size > 0) await new Promise<void>((resolve) => this.once('quiet', resolve));
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.pump();
+  }
+
+  /** Stops for good: aborts running sends, waits for their state to be saved, stops listening. */
+  async stop(): Promise<void> {
+    this.opts.spool.off('accepted', this.onAccepted);
+    await this.pause({ abort: true });
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  isActive(id: string): boolean {
+    return this.active.has(id);
+  }
+
+  /** Counts for the queue tools and tests. */
+  counts(): { active: number; ready: number; waiting: number; running: number } {
+    return {
+      active: this.active.size,
+      ready: this.ready.size,
+      waiting: this.wakeups.size,
+      running: this.runningJobs.size,
+    };
+  }
+
+  /**
+   * Makes a deferred message due now (persisted, so it holds across a restart).
+   * Returns 'not-found', 'active' (already being attempted) or 'scheduled'.
+   */
+  async retryNow(id: string): Promise<'not-found' | 'active' | 'scheduled'> {
+    const entry = this.opts.spool.get(id);
+    if (!entry) return 'not-found';
+    if (this.active.has(id)) return 'active';
+    if (entry.state && entry.state.nextAttemptAt > this.clock.now()) {
+      await this.opts.spool.saveState(id, { ...entry.state, nextAttemptAt: 0 });
+    }
+    if (!this.opts.spool.get(id) || this.active.has(id)) return this.active.has(id) ? 'active' : 'not-found';
+    this.wakeups.delete(id);
+    this.schedule(entry);
+    return 'scheduled';
+  }
+
+  /** retryNow() for every message that is not active; returns how many were made due. */
+  async retryAll(): Promise<number> {
+    let n = 0;
+    for (const e of [...this.opts.spool.entries()]) if ((await this.retryNow(e.id)) === 'scheduled') n++;
+    return n;
+  }
+
+  /** Puts a message on the schedule its spool state says (ready now, or a wake-up later). */
+  schedule(entry: SpoolEntry): void {
+    const { id } = entry;
+    if (this.active.has(id) || this.ready.has(id)) return;
+    const at = entry.state?.nextAttemptAt ?? 0;
+    if (at <= this.clock.now()) {
+      this.wakeups.delete(id);
+      this.ready.add(id);
+      this.pump();
+    } else {
+      this.wakeAt(id, at);
+    }
+  }
+
+  // ── scheduling ──────────────────────────────────────────────────────────────────────────────────
+
+  private wakeAt(id: string, at: number): void {
+    this.wakeups.set(id, at);
+    this.armTimer();
+  }
+
+  private armTimer(): void {
+    const next = this.wakeups.peek();
+    if (next === undefined || next >= this.timerAt) return;
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.timerAt = next;
+    const delay = Math.min(Math.max(next - this.clock.now(), 1), 2 ** 31 - 1);
+    this.timer = this.clock.setTimeout(() => this.onTimer(), delay);
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    for (const id of this.wakeups.popDue(this.clock.now())) {
+      if (!this.active.has(id) && this.opts.spool.get(id)) this.ready.add(id);
+    }
+    this.armTimer();
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.paused) return;
+    while (this.ready.size > 0 && this.active.size < this.maxActive) {
+      const id = this.ready.values().next().value!;
+      this.ready.delete(id);
+      this.activate(id);
+    }
+    const { concurrency, perDestinationConcurrency } = this.opts.config().delivery;
+    while (this.runningJobs.size < concurrency) {
+      const job = this.nextJob(perDestinationConcurrency);
+      if (!job) break;
+      void this.run(job);
+    }
+  }
+
+  /** Round-robin over destinations with queued jobs and a free slot. */
+  private nextJob(perDestination: number): Job | undefined {
+    for (let n = 0; n < this.rr.length; n++) {
+      const i = (this.rrNext + n) % this.rr.length;
+      const key = this.rr[i]!;
+      const d = this.destinations.get(key)!;
+      if (d.running >= perDestination) continue;
+      const job = d.queue.shift()!;
+      job.msg.queued.delete(job);
+      d.running++;
+      if (d.queue.length === 0) {
+        this.rr.splice(i, 1);
+        this.rrNext = i;
+      } else {
+        this.rrNext = i + 1;
+      }
+      return job;
+    }
+    return undefined;
+  }
+
+  private activate(id: string): void {
+    const entry = this.opts.spool.get(id);
+    if (!entry) return;
+    const state = entry.state ?? initialState(entry.envelope);
+    const msg: ActiveMessage = {
+      entry,
+      state,
+      jobsLeft: 0,
+      queued: new Set(),
+      abandoned: false,
+      dirty: false,
+      saving: Promise.resolve(),
+    };
+    this.active.set(id, msg);
+    this.activeIds.add(id);
+    const pending = pendingRecipients(entry.envelope, state);
+    let groups: DeliveryGroup[];
+    try {
+      groups = groupRecipients(routeFor(this.opts.config(), entry.envelope.mailFrom), pending);
+    } catch (err) {
+      const reason = `routing: ${(err as Error).message}`;
+      msg.state = recordOutcomes(
+        state,
+        pending.map((r) => localDeferral(r, '4.3.5', reason)),
+      );
+      msg.dirty = true;
+      groups = [];
+    }
+    if (groups.length === 0) {
+      void this.settle(msg);
+      return;
+    }
+    for (const group of groups) {
+      const job: Job = { msg, group, controller: new AbortController() };
+      msg.jobsLeft++;
+      msg.queued.add(job);
+      const key = group.destination.key;
+      let d = this.destinations.get(key);
+      if (!d) {
+        d = { queue: [], running: 0 };
+        this.destinations.set(key, d);
+      }
+      if (d.queue.length === 0) this.rr.push(key);
+      d.queue.push(job);
+    }
+  }
+
+  // ── one job: one destination group of one message ──────────────────────────────────────────────
+
+  private async run(job: Job): Promise<void> {
+    const { msg, group } = job;
+    const started = this.clock.now();
+    this.runningJobs.add(job);
+    let outcomes: RecipientOutcome[] | undefined;
+    try {
+      const outgoing = await this.outgoing(msg);
+      outcomes = await this.opts.deliver(outgoing, group, job.controller.signal);
+    } catch (err) {
+      if (err instanceof CorruptEntryError) msg.corrupt = err.reason;
+      else {
+        this.log.error({ id: msg.entry.id, err: String(err) }, 'delivery attempt failed unexpectedly');
+        outcomes = group.recipients.map((r) => localDeferral(r, '4.3.0', `internal error: ${String(err)}`));
+      }
+    }
+    if (outcomes) {
+      msg.state = recordOutcomes(msg.state, outcomes);
+      msg.dirty = true;
+      this.observe(outcomes, started);
+      // Others of this message's groups are still out: record this one's outcome now. The last group's
+      // outcome is recorded by settle(), which writes before anything else happens.
+      if (msg.jobsLeft > 1) await this.saveOrLog(msg);
+    }
+    this.runningJobs.delete(job);
+    this.destinations.get(group.destination.key)!.running--;
+    this.cleanupDestination(group.destination.key);
+    msg.jobsLeft--;
+    if (msg.jobsLeft === 0) await this.settle(msg);
+    this.pump();
+  }
+
+  private cleanupDestination(key: string): void {
+    const d = this.destinations.get(key);
+    if (d && d.running === 0 && d.queue.length === 0) this.destinations.delete(key);
+  }
+
+  /** The message as sent: its body behind its DKIM signature (computed once per message). */
+  private async outgoing(msg: ActiveMessage): Promise<OutgoingMessage> {
+    const signature = await (msg.signing ??= this.signature(msg));
+    const { id, envelope, size } = msg.entry;
+    const spool = this.opts.spool;
+    return {
+      id,
+      envelope,
+      size: size + Buffer.byteLength(signature),
+      openBody: () => (signature ? prepend(signature, () => spool.readBody(id)) : spool.readBody(id)),
+    };
+  }
+
+  private async signature(msg: ActiveMessage): Promise<string> {
+    if (msg.state.dkimSignature !== undefined) return msg.state.dkimSignature;
+    const result = await this.opts.sign(msg.entry);
+    if (!result) return '';
+    if (result.error)
+      this.log.warn({ id: msg.entry.id, error: result.error }, 'sending without a DKIM signature');
+    msg.state = { ...msg.state, dkimSignature: result.signature };
+    return result.signature;
+  }
+
+  private observe(outcomes: RecipientOutcome[], started: number): void {
+    const m = this.opts.metrics;
+    if (!m) return;
+    for (const o of outcomes) m.deliveryAttempts.inc({ result: o.result });
+    const result = outcomes.some((o) => o.result === 'deferred')
+      ? 'deferred'
+      : outcomes.some((o) => o.result === 'bounced')
+        ? 'bounced'
+        : 'delivered';
+    m.deliveryDuration.observe({ result }, Math.max(0, this.clock.now() - started) / 1000);
+  }
+
+  /** Writes the message's state; saves of one message never overlap and the latest state wins. */
+  private save(msg: ActiveMessage): Promise<void> {
+    msg.dirty = false;
+    const run = () => this.opts.spool.saveState(msg.entry.id, msg.state);
+    msg.saving = msg.saving.then(run, run);
+    return msg.saving;
+  }
+
+  /** save() for callers that carry on regardless: a lost save only means a recipient is tried again. */
+  private saveOrLog(msg: ActiveMessage): Promise<void> {
+    return this.save(msg).catch((err: unknown) => {
+      this.log.error({ id: msg.entry.id, err: String(err) }, 'could not save delivery state');
+    });
+  }
+
+  // ── end of an attempt ──────────────────────────────────────────────────────────────────────────
+
+  /** All groups answered: bounce, remove or defer, then let the message go. */
+  private async settle(msg: ActiveMessage): Promise<void> {
+    const { id } = msg.entry;
+    if (msg.corrupt) {
+      await this.opts.spool.quarantine(id, msg.corrupt).catch((err: unknown) => {
+        this.log.error({ id, err: String(err) }, 'could not set a damaged message aside');
+      });
+      this.log.error({ id, reason: msg.corrupt }, 'message body is damaged; moved to corrupt/');
+      return this.release(msg, 'quarantined');
+    }
+    if (msg.abandoned) {
+      if (msg.dirty) await this.saveOrLog(msg);
+      return this.release(msg, 'released');
+    }
+    const now = this.clock.now();
+    const cfg = this.opts.config();
+    const decision = finishAttempt(msg.entry.envelope, msg.state, now, cfg.delivery.retry);
+    try {
+      if (decision.bounce.length || decision.delay.length) {
+        await this.save(msg); // outcomes durable before the notices about them
+        await this.notify(msg, decision.bounce, decision.allExpired ? 'expired' : 'failed', now);
+        await this.notify(msg, decision.delay, 'delay', now);
+      }
+      if (decision.dropped) {
+        this.opts.metrics?.bouncesDropped.inc(decision.dropped);
+        this.log.warn(
+          { id, recipients: decision.dropped },
+          'bounce failed; dropped (a bounce is never bounced)',
+        );
+      }
+      msg.state = decision.state;
+      if (decision.finished) {
+        await this.opts.spool.remove(id);
+        const failed = Object.values(decision.state.recipients).some((r) => r.status === 'failed');
+        this.opts.metrics?.timeInQueue.observe(
+          { result: failed ? 'bounced' : 'delivered' },
+          Math.max(0, now - msg.entry.envelope.receivedAt) / 1000,
+        );
+      } else {
+        await this.opts.spool.saveState(id, decision.state);
+      }
+    } catch (err) {
+      // Whatever is on disk is a state this attempt started from or recorded: try again later.
+      const at = now + backoffMs(1, cfg.delivery.retry);
+      this.log.error(
+        { id, err: String(err), retryAt: new Date(at).toISOString() },
+        'could not settle attempt',
+      );
+      this.release(msg, 'deferred', at);
+      return;
+    }
+    this.logSettled(msg, decision.finished);
+    this.release(msg, decision.finished ? 'removed' : 'deferred');
+  }
+
+  private async notify(
+    msg: ActiveMessage,
+    recipients: BounceRequest['recipients'],
+    kind: 'failed' | 'expired' | 'delay',
+    now: number,
+  ): Promise<void> {
+    if (recipients.length === 0) return;
+    const dsnId = await this.opts.queueDsn({
+      kind: kind === 'delay' ? 'delay' : 'failure',
+      id: msg.entry.id,
+      envelope: msg.entry.envelope,
+      recipients,
+      hostname: this.opts.config().hostname,
+      now,
+    });
+    this.opts.metrics?.bounces.inc({ kind });
+    this.log.info(
+      { id: msg.entry.id, dsn: dsnId, kind, recipients: recipients.length },
+      'delivery status notification queued',
+    );
+  }
+
+  private logSettled(msg: ActiveMessage, finished: boolean): void {
+    const counts = { delivered: 0, failed: 0, pending: 0 };
+    for (const r of Object.values(msg.state.recipients)) counts[r.status]++;
+    this.log.info(
+      {
+        id: msg.entry.id,
+        attempts: msg.state.attempts,
+        ...counts,
+        ...(finished ? {} : { nextAttemptAt: new Date(msg.state.nextAttemptAt).toISOString() }),
+        ...(counts.pending || counts.failed ? { lastError: msg.state.lastError } : {}),
+      },
+      finished ? 'message done' : 'message deferred',
+    );
+  }
+
+  /** The attempt is over: the message leaves the active set and goes back on the schedule if it stays. */
+  private release(msg: ActiveMessage, how: Settlement = 'released', retryAt?: number): void {
+    const { id } = msg.entry;
+    if (!this.active.delete(id)) return;
+    this.activeIds.delete(id);
+    const entry = this.opts.spool.get(id);
+    if (entry) {
+      if (retryAt !== undefined) this.wakeAt(id, retryAt);
+      else this.schedule(entry);
+    }
+    this.emit('settled', id, how);
+    if (this.active.size === 0) this.emit('quiet');
+  }
+}
+
+/** A body stream with `head` in front (the DKIM-Signature header fields). */
+function prepend(head: string, open: () => Readable): Readable {
+  return Readable.from(
+    (async function* () {
+      yield Buffer.from(head, 'utf8');
+      yield* open();
+    })(),
+  );
+}
