@@ -63,8 +63,47 @@ export class ReferenceIndex {
   }
 }
 
+/**
+ * Objects the operator just wrote, as the API returned them, until the informer cache catches up (same
+ * resourceVersion) or 60 s pass. Reads prefer them, so a reconcile that runs before the watch event
+ * arrives does not regenerate a password or key it has just stored.
+ */
+export class RecentWrites {
+  private readonly objs = new Map<string, { obj: KubeObject; at: number }>();
+  constructor(private readonly clock: Clock) {}
+
+  remember(obj: KubeObject): void {
+    this.objs.set(recentKey(obj.kind, obj.metadata?.namespace, obj.metadata?.name), {
+      obj,
+      at: this.clock.now(),
+    });
+  }
+
+  /** The fresher of the cached object and our last write of it. */
+  resolve(
+    kind: string | undefined,
+    cached: KubeObject | undefined,
+    namespace: string,
+    name: string,
+  ): KubeObject | undefined {
+    const k = recentKey(kind, namespace, name);
+    const mine = this.objs.get(k);
+    if (!mine) return cached;
+    const caughtUp = cached?.metadata?.resourceVersion === mine.obj.metadata?.resourceVersion;
+    if (caughtUp || this.clock.now() - mine.at > 60_000) {
+      this.objs.delete(k);
+      return cached;
+    }
+    return mine.obj;
+  }
+}
+
+const recentKey = (kind: string | undefined, ns: string | undefined, name: string | undefined) =>
+  `${kind ?? ''}/${ns ?? ''}/${name ?? ''}`;
+
 export interface OperatorContext {
   api: KubeApi;
+  recent: RecentWrites;
   stores: Stores;
   features: Features;
   events: EventRecorder;
@@ -97,11 +136,13 @@ export class SecretReader {
   constructor(
     private readonly store: Store,
     private readonly namespace: string,
+    private readonly recent?: RecentWrites,
   ) {}
 
   get(name: string): Record<string, Buffer> | undefined {
     this.read.add(`${this.namespace}/${name}`);
-    const s = this.store.get(this.namespace, name);
+    const cached = this.store.get(this.namespace, name);
+    const s = this.recent ? this.recent.resolve('Secret', cached, this.namespace, name) : cached;
     if (!s) return undefined;
     const data = (s.data ?? {}) as Record<string, string>;
     return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64')]));

@@ -28,6 +28,7 @@ export interface KubeObject {
       name: string;
       uid: string;
       controller?: boolean;
+      blockOwnerDeletion?: boolean;
     }>;
     deletionTimestamp?: string;
     creationTimestamp?: string;

@@ -92,7 +92,7 @@ export class SmtpRelayReconciler {
     const { namespace, name } = relay.metadata;
     const n = names(name);
     const now = ctx.clock.now();
-    const reader = new SecretReader(ctx.stores.secrets, namespace);
+    const reader = new SecretReader(ctx.stores.secrets, namespace, ctx.recent);
     const allDomains = ctx.stores.domains
       .list(namespace)
       .map((d) => withDomainDefaults(d as unknown as MailDomain));
@@ -358,7 +358,7 @@ export class SmtpRelayReconciler {
     const sts = ctx.stores.statefulSets.get(namespace, names(name).statefulSet);
     const pods = this.pods(relay);
     const token =
-      (new SecretReader(ctx.stores.secrets, namespace).get(names(name).internal) ?? {})[
+      (new SecretReader(ctx.stores.secrets, namespace, ctx.recent).get(names(name).internal) ?? {})[
         'admin-token'
       ]?.toString('utf8') ?? '';
     const plan = skip || !sts ? undefined : await this.plan(relay, sts, pods, token, true);

@@ -1,0 +1,51 @@
+/**
+ * DKIM keys: generation (node:crypto), the public key record (RFC 6376 §3.6.1; ed25519 per RFC 8463), and
+ * the check that a stored key fits the requested algorithm. The TXT value is what MailDomain status tells
+ * the user to publish.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto';
+
+export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
+
+export function generateDkimKey(algorithm: DkimAlgorithm, rsaBits: number): Promise<string> {
+  const pub = { type: 'spki', format: 'pem' } as const;
+  const priv = { type: 'pkcs8', format: 'pem' } as const;
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | null, _publicKey: string, privateKey: string) =>
+      err ? reject(err) : resolve(privateKey);
+    if (algorithm === 'ed25519-sha256') {
+      generateKeyPair('ed25519', { publicKeyEncoding: pub, privateKeyEncoding: priv }, done);
+    } else {
+      generateKeyPair(
+        'rsa',
+        { modulusLength: rsaBits, publicKeyEncoding: pub, privateKeyEncoding: priv },
+        done,
+      );
+    }
+  });
+}
+
+/** Parses a PEM private key; a string says what is wrong. */
+export function parseDkimKey(pem: string, algorithm: DkimAlgorithm): KeyObject | string {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(pem);
+  } catch {
+    return 'is not a PEM private key';
+  }
+  const want = algorithm === 'ed25519-sha256' ? 'ed25519' : 'rsa';
+  if (key.asymmetricKeyType !== want)
+    return `is a ${key.asymmetricKeyType ?? 'unknown'} key but spec.dkim.algorithm is ${algorithm}`;
+  return key;
+}
+
+/** The DKIM TXT record value for a private key: "v=DKIM1; k=rsa; p=<base64>". */
+export function dkimRecordValue(key: KeyObject): string {
+  const pub = createPublicKey(key);
+  const der = pub.export({ type: 'spki', format: 'der' });
+  if (pub.asymmetricKeyType === 'ed25519') {
+    // RFC 8463: the raw 32-byte public key, not the SPKI structure.
+    return `v=DKIM1; k=ed25519; p=${der.subarray(der.length - 32).toString('base64')}`;
+  }
+  return `v=DKIM1; k=rsa; p=${der.toString('base64')}`;
+}

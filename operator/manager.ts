@@ -1,0 +1,384 @@
+/**
+ * The one wiring point: builds every dependency from a config, starts informers, the HTTP endpoints, leader
+ * election and (once leading) the controllers, and returns stop(). Nothing below reads the environment:
+ * the entry point (cli.ts) parses flags once and passes them here.
+ *
+ * Watches and what they enqueue:
+ * - SmtpRelay → itself, and the MailDomains that reference it (RelayNotFound resolves when it appears);
+ * - MailDomain → itself, its relay (also the relay it referenced before), and the other MailDomains of
+ *   that relay (a deleted claim hands its domain to the next one);
+ * - owned kinds (StatefulSet, Services, ConfigMap, Secrets, PDB, ServiceMonitor, Certificate) → their
+ *   controller owner, so a deleted or edited child is repaired;
+ * - Secrets → also whoever referenced them (ReferenceIndex); Pods → their relay (drain, readiness).
+ * Every object is also re-queued every --sync-period (resync).
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Server } from 'node:http';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { MailDomain } from './api/maildomain.js';
+import {
+  emptyStore,
+  RecentWrites,
+  ReferenceIndex,
+  type Features,
+  type OperatorContext,
+  type Stores,
+} from './context.js';
+import { MailDomainReconciler } from './maildomain/controller.js';
+import { ResolverTxtLookup, type TxtLookup } from './maildomain/dns.js';
+import { realClock, type Clock } from './runtime/clock.js';
+import { Controller } from './runtime/controller.js';
+import { ApiEventRecorder } from './runtime/events.js';
+import { serveMetrics, serveProbes } from './runtime/http.js';
+import { ManagedInformer, type Store } from './runtime/informer.js';
+import { RestKubeApi, keyOf, type KubeApi, type KubeObject } from './runtime/kube.js';
+import { DEFAULT_LEASE_TIMINGS, LeaderElector } from './runtime/leader.js';
+import { errorMessage, type Logger } from './runtime/logger.js';
+import { OperatorMetrics } from './runtime/metrics.js';
+import { Kinds, type ResourceType } from './runtime/resources.js';
+import { SmtpRelayReconciler } from './smtprelay/controller.js';
+import { HttpDrainClient, type DrainClient } from './smtprelay/drain.js';
+import { LABELS, MANAGED_SELECTOR, RELAY_APP } from './smtprelay/names.js';
+
+export interface ManagerConfig {
+  /** Path of a kubeconfig; undefined: in-cluster config, else $KUBECONFIG / ~/.kube/config. */
+  kubeconfig?: string;
+  /** Namespaces to watch; undefined: all. */
+  namespaces?: string[];
+  metricsBindAddress: string;
+  healthProbeBindAddress: string;
+  leaderElect: boolean;
+  leaderElectionNamespace?: string;
+  leaderElectionId: string;
+  relayImage: string;
+  dnsServers: string[];
+  dnsCheckIntervalMs: number;
+  syncPeriodMs: number;
+  drainPollMs: number;
+  featureCheckIntervalMs: number;
+  workers: number;
+}
+
+export interface ManagerDeps {
+  log: Logger;
+  clock?: Clock;
+  drain?: DrainClient;
+  dns?: TxtLookup;
+  kubeConfig?: KubeConfig;
+}
+
+export interface RunningManager {
+  metricsPort?: number;
+  probePort?: number;
+  /** Resolves with an exit code when the manager stops by itself (lost leadership). */
+  done: Promise<number>;
+  stop(): Promise<void>;
+}
+
+export function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+const OWNED: Array<[keyof Stores, ResourceType, string | undefined]> = [
+  ['configMaps', Kinds.ConfigMap, MANAGED_SELECTOR],
+  ['services', Kinds.Service, MANAGED_SELECTOR],
+  ['statefulSets', Kinds.StatefulSet, MANAGED_SELECTOR],
+  ['pdbs', Kinds.PodDisruptionBudget, MANAGED_SELECTOR],
+  ['secrets', Kinds.Secret, undefined],
+];
+
+class Manager {
+  readonly metrics = new OperatorMetrics();
+  readonly api: KubeApi;
+  readonly informers: ManagedInformer[] = [];
+  readonly stores: Stores;
+  readonly features: Features = { serviceMonitors: false, certManager: false };
+  readonly ctx: OperatorContext;
+  readonly relayController: Controller;
+  readonly domainController: Controller;
+  private readonly optional = new Map<string, ManagedInformer>();
+  private readonly domainRelay = new Map<string, string>();
+  private timers: unknown[] = [];
+  private leader?: LeaderElector;
+  private servers: Server[] = [];
+  private stopped = false;
+  private resolveDone: (code: number) => void = () => {};
+  readonly done = new Promise<number>((r) => (this.resolveDone = r));
+
+  constructor(
+    private readonly cfg: ManagerConfig,
+    private readonly kc: KubeConfig,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    drain: DrainClient,
+    dns: TxtLookup,
+  ) {
+    this.api = new RestKubeApi(kc, (method, code) => this.metrics.restRequests.inc({ method, code }));
+    const mk = (t: ResourceType, selector?: string) => {
+      const inf = new ManagedInformer(
+        kc,
+        this.api,
+        t,
+        cfg.namespaces,
+        log,
+        clock,
+        () => this.metrics.informerRestarts.inc({ kind: t.kind }),
+        selector,
+      );
+      this.informers.push(inf);
+      return inf;
+    };
+    const relays = mk(Kinds.SmtpRelay);
+    const domains = mk(Kinds.MailDomain);
+    const pods = mk(Kinds.Pod, `${LABELS.name}=${RELAY_APP}`);
+    const owned = Object.fromEntries(OWNED.map(([k, t, sel]) => [k, mk(t, sel)])) as Record<
+      string,
+      ManagedInformer
+    >;
+    this.stores = {
+      relays,
+      domains,
+      pods,
+      configMaps: owned.configMaps!,
+      services: owned.services!,
+      statefulSets: owned.statefulSets!,
+      pdbs: owned.pdbs!,
+      secrets: owned.secrets!,
+      serviceMonitors: emptyStore,
+      certificates: emptyStore,
+    };
+    this.ctx = {
+      api: this.api,
+      recent: new RecentWrites(clock),
+      stores: this.stores,
+      features: this.features,
+      events: new ApiEventRecorder(this.api, clock, log),
+      clock,
+      log,
+      refs: new ReferenceIndex(),
+    };
+    const relayRec = new SmtpRelayReconciler(this.ctx, {
+      image: cfg.relayImage,
+      drain,
+      drainPollMs: cfg.drainPollMs,
+    });
+    const domainRec = new MailDomainReconciler(this.ctx, { dns, dnsCheckIntervalMs: cfg.dnsCheckIntervalMs });
+    this.relayController = new Controller(
+      'smtprelay',
+      (k) => relayRec.reconcile(k),
+      clock,
+      this.metrics,
+      log,
+      cfg.workers,
+    );
+    this.domainController = new Controller(
+      'maildomain',
+      (k) => domainRec.reconcile(k),
+      clock,
+      this.metrics,
+      log,
+      cfg.workers,
+    );
+    this.wire(relays, domains, pods, owned);
+  }
+
+  private wire(
+    relays: ManagedInformer,
+    domains: ManagedInformer,
+    pods: ManagedInformer,
+    owned: Record<string, ManagedInformer>,
+  ) {
+    relays.on((_t, o) => {
+      this.relayController.enqueue(keyOf(o));
+      for (const d of this.domainsOf(o.metadata?.namespace ?? '', o.metadata?.name ?? ''))
+        this.domainController.enqueue(keyOf(d));
+    });
+    domains.on((type, o) => {
+      const key = keyOf(o);
+      const ns = o.metadata?.namespace ?? '';
+      const relay = (o as unknown as MailDomain).spec?.relayRef?.name ?? '';
+      const before = this.domainRelay.get(key);
+      if (type === 'delete') this.domainRelay.delete(key);
+      else this.domainRelay.set(key, relay);
+      this.domainController.enqueue(key);
+      for (const r of new Set([relay, before ?? relay])) {
+        this.relayController.enqueue(`${ns}/${r}`);
+        for (const d of this.domainsOf(ns, r)) this.domainController.enqueue(keyOf(d));
+      }
+    });
+    pods.on((_t, o) => {
+      const inst = o.metadata?.labels?.[LABELS.instance];
+      if (inst) this.relayController.enqueue(`${o.metadata?.namespace}/${inst}`);
+    });
+    for (const inf of Object.values(owned)) inf.on((_t, o) => this.enqueueOwner(o));
+    owned.secrets!.on((_t, o) => {
+      for (const owner of this.ctx.refs.owners(keyOf(o))) this.enqueueRef(owner);
+    });
+  }
+
+  private domainsOf(namespace: string, relay: string): KubeObject[] {
+    return this.stores.domains
+      .list(namespace)
+      .filter((d) => (d as unknown as MailDomain).spec?.relayRef?.name === relay);
+  }
+
+  private enqueueOwner(o: KubeObject) {
+    const ref = o.metadata?.ownerReferences?.find(
+      (r) => r.controller && r.apiVersion === 'mailfleet.dev/v1alpha1',
+    );
+    if (!ref) return;
+    const key = `${o.metadata?.namespace}/${ref.name}`;
+    if (ref.kind === 'SmtpRelay') this.relayController.enqueue(key);
+    else if (ref.kind === 'MailDomain') this.domainController.enqueue(key);
+  }
+
+  private enqueueRef(owner: string) {
+    const [kind, key] = owner.split(':') as [string, string];
+    if (kind === 'SmtpRelay') this.relayController.enqueue(key);
+    else this.domainController.enqueue(key);
+  }
+
+  private enqueueAll() {
+    for (const r of this.stores.relays.list()) this.relayController.enqueue(keyOf(r));
+    for (const d of this.stores.domains.list()) this.domainController.enqueue(keyOf(d));
+  }
+
+  async start(): Promise<{ metricsPort?: number; probePort?: number }> {
+    const m = await serveMetrics(this.cfg.metricsBindAddress, this.metrics.registry);
+    const synced = () =>
+      this.informers.every((i) => i.synced) ? undefined : 'informers: caches not yet synced';
+    const p = await serveProbes(this.cfg.healthProbeBindAddress, {
+      healthz: [() => undefined],
+      readyz: [synced],
+    });
+    this.servers = [m?.server, p?.server].filter((s): s is Server => !!s);
+    this.log.info(
+      { metricsPort: m?.port, probePort: p?.port, namespaces: this.cfg.namespaces ?? 'all' },
+      'operator starting',
+    );
+    await Promise.all(this.informers.map((i) => i.start()));
+    if (!this.cfg.leaderElect) {
+      this.metrics.leader.set({ name: this.cfg.leaderElectionId }, 1);
+      this.startControllers();
+    } else {
+      this.leader = new LeaderElector(
+        this.api,
+        {
+          namespace: this.cfg.leaderElectionNamespace ?? 'default',
+          name: this.cfg.leaderElectionId,
+          identity: `${hostname()}_${randomUUID()}`,
+          ...DEFAULT_LEASE_TIMINGS,
+        },
+        this.clock,
+        this.log,
+        {
+          onStartedLeading: () => this.startControllers(),
+          onStoppedLeading: () => {
+            void this.stop().then(() => this.resolveDone(1));
+          },
+          onStatus: (leading) =>
+            this.metrics.leader.set({ name: this.cfg.leaderElectionId }, leading ? 1 : 0),
+        },
+      );
+      this.metrics.leader.set({ name: this.cfg.leaderElectionId }, 0);
+      this.leader.start();
+    }
+    return { metricsPort: m?.port, probePort: p?.port };
+  }
+
+  private startControllers() {
+    if (this.stopped) return;
+    this.relayController.start();
+    this.domainController.start();
+    this.enqueueAll();
+    const every = (ms: number, fn: () => void) => {
+      const tick = () => {
+        if (this.stopped) return;
+        fn();
+        this.timers.push(this.clock.setTimeout(tick, ms));
+      };
+      this.timers.push(this.clock.setTimeout(tick, ms));
+    };
+    every(this.cfg.syncPeriodMs, () => this.enqueueAll());
+    void this.discover();
+    every(this.cfg.featureCheckIntervalMs, () => void this.discover());
+  }
+
+  /** Discovers optional APIs (Prometheus Operator, cert-manager) and starts or stops their informers. */
+  private async discover() {
+    const checks: Array<[keyof Features, 'serviceMonitors' | 'certificates', ResourceType]> = [
+      ['serviceMonitors', 'serviceMonitors', Kinds.ServiceMonitor],
+      ['certManager', 'certificates', Kinds.Certificate],
+    ];
+    for (const [feature, storeName, t] of checks) {
+      try {
+        const served = (await this.api.discover(`${t.group}/${t.version}`))?.includes(t.plural) ?? false;
+        if (served === this.features[feature]) continue;
+        await this.toggle(feature, storeName, t, served);
+      } catch (e) {
+        this.log.warn({ err: errorMessage(e), api: `${t.group}/${t.version}` }, 'API discovery failed');
+      }
+    }
+  }
+
+  private async toggle(
+    feature: keyof Features,
+    storeName: 'serviceMonitors' | 'certificates',
+    t: ResourceType,
+    on: boolean,
+  ) {
+    this.log.info({ kind: t.kind, served: on }, on ? 'optional API found' : 'optional API gone');
+    const old = this.optional.get(storeName);
+    if (old) await old.stop();
+    this.optional.delete(storeName);
+    let store: Store = emptyStore;
+    if (on) {
+      const inf = new ManagedInformer(
+        this.kc,
+        this.api,
+        t,
+        this.cfg.namespaces,
+        this.log,
+        this.clock,
+        () => this.metrics.informerRestarts.inc({ kind: t.kind }),
+        MANAGED_SELECTOR,
+      );
+      inf.on((_e, o) => this.enqueueOwner(o));
+      await inf.start();
+      this.optional.set(storeName, inf);
+      store = inf;
+    }
+    this.stores[storeName] = store;
+    this.features[feature] = on;
+    for (const r of this.stores.relays.list()) this.relayController.enqueue(keyOf(r));
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) this.clock.clearTimeout(t);
+    await Promise.all([this.relayController.stop(), this.domainController.stop()]);
+    await this.leader?.stop();
+    await Promise.all([...this.informers, ...this.optional.values()].map((i) => i.stop()));
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    this.log.info('operator stopped');
+  }
+}
+
+export async function startManager(cfg: ManagerConfig, deps: ManagerDeps): Promise<RunningManager> {
+  const kc = deps.kubeConfig ?? loadKubeConfig(cfg.kubeconfig);
+  const m = new Manager(
+    cfg,
+    kc,
+    deps.log,
+    deps.clock ?? realClock,
+    deps.drain ?? new HttpDrainClient(),
+    deps.dns ?? new ResolverTxtLookup(cfg.dnsServers),
+  );
+  const ports = await m.start();
+  return { ...ports, done: m.done, stop: () => m.stop() };
+}
