@@ -23,6 +23,8 @@ export interface KindDef {
   spec: unknown;
   status: unknown;
   scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string };
+  /** CEL rules on the whole object (only metadata.name is visible of metadata). */
+  rootRules?: Array<{ rule: string; message: string }>;
   printerColumns: PrinterColumn[];
 }
 
@@ -38,6 +40,12 @@ export const SMTP_RELAY_KIND: KindDef = {
     'SmtpRelay is a fleet of SMTP relay pods with a durable queue per pod, SMTP AUTH users, TLS, and delivery by smarthost or direct MX. MailDomains bind sending domains to it.',
   spec: SmtpRelaySpec,
   status: SmtpRelayStatus,
+  rootRules: [
+    {
+      rule: 'self.metadata.name.size() <= 40',
+      message: 'SmtpRelay names are at most 40 characters: pod, Service and Secret names derive from them',
+    },
+  ],
   scale: {
     specReplicasPath: '.spec.replicas',
     statusReplicasPath: '.status.replicas',
@@ -101,9 +109,30 @@ export const MAIL_DOMAIN_KIND: KindDef = {
 
 export const KINDS = [SMTP_RELAY_KIND, MAIL_DOMAIN_KIND];
 
-/** Plain JSON (drops typebox's symbol keys). */
-const plain = (x: unknown): Record<string, unknown> =>
-  JSON.parse(JSON.stringify(x)) as Record<string, unknown>;
+/**
+ * Plain JSON schema for the CRD: drops typebox's symbol keys, and takes fields that have a default out of
+ * `required` (the API server fills them; kubectl explain should not call them required). The TypeScript
+ * types keep them non-optional: objects are defaulted before the operator reads them.
+ */
+export function crdSchema(x: unknown): Record<string, unknown> {
+  return dropDefaultedRequired(JSON.parse(JSON.stringify(x))) as Record<string, unknown>;
+}
+
+function dropDefaultedRequired(node: unknown): unknown {
+  if (Array.isArray(node)) return node.map(dropDefaultedRequired);
+  if (!node || typeof node !== 'object') return node;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(node))
+    out[k] = k === 'default' || k === 'enum' ? v : dropDefaultedRequired(v);
+  const props = out.properties as Record<string, { default?: unknown }> | undefined;
+  if (Array.isArray(out.required) && props) {
+    const req = (out.required as string[]).filter((f) => props[f]?.default === undefined);
+    if (req.length) out.required = req;
+    else delete out.required;
+  }
+  return out;
+}
+const plain = crdSchema;
 
 export function buildCrd(def: KindDef): Record<string, unknown> {
   return {
@@ -134,6 +163,7 @@ export function buildCrd(def: KindDef): Record<string, unknown> {
               type: 'object',
               description: def.description,
               required: ['spec'],
+              ...(def.rootRules ? { 'x-kubernetes-validations': def.rootRules } : {}),
               properties: {
                 apiVersion: {
                   type: 'string',
