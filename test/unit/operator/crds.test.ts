@@ -92,3 +92,19 @@ describe('RBAC', () => {
     ]);
   });
 });
+
+describe('examples', () => {
+  it.each(['smtprelay.yaml', 'smtprelay-smarthost.yaml', 'maildomain.yaml'])(
+    '%s validates against its kind schema',
+    async (file) => {
+      const { Value } = await import('typebox/value');
+      const { SmtpRelaySpec } = await import('../../../operator/api/smtprelay.js');
+      const { MailDomainSpec } = await import('../../../operator/api/maildomain.js');
+      const doc = parse(readFileSync(join(root, 'examples', file), 'utf8'));
+      const schema = doc.kind === 'SmtpRelay' ? SmtpRelaySpec : MailDomainSpec;
+      const spec = Value.Default(schema, structuredClone(doc.spec));
+      expect([...Value.Errors(schema, spec)].map((e: any) => `${e.instancePath}: ${e.message}`)).toEqual([]);
+      expect(doc.apiVersion).toBe('mailfleet.dev/v1alpha1');
+    },
+  );
+});
