@@ -55,7 +55,7 @@ export async function queueDsn(spool: Spool, req: BounceRequest): Promise<string
 }
 
 /** The original message's header section, read from the spool without reading its body. */
-async function readHeaders(spool: Spool, id: string): Promise<string> {
+export async function readHeaders(spool: Spool, id: string): Promise<string> {
   const chunks: Buffer[] = [];
   let total = 0;
   const body = spool.readBody(id);

@@ -157,23 +157,33 @@ export class QueueManager extends EventEmitter<QueueEvents> {
   /**
    * Stops starting attempts and waits until none is in progress (running sends finish normally; jobs
    * not started yet are given up and their messages tried again after resume()). With `abort`, running
-   * sends are cancelled too (their recipients stay pending: at-least-once).
+   * sends are cancelled too (their recipients stay pending: at-least-once); with `abortAfterMs`, those
+   * still running after that long are.
    */
-  async pause(opts: { abort?: boolean } = {}): Promise<void> {
+  async pause(opts: { abort?: boolean; abortAfterMs?: number } = {}): Promise<void> {
     this.paused = true;
-    for (const d of this.destinations.values()) {
+    for (const [key, d] of this.destinations) {
       for (const job of d.queue) {
         job.msg.queued.delete(job);
         job.msg.jobsLeft--;
         job.msg.abandoned = true;
       }
       d.queue = [];
+      this.cleanupDestination(key);
     }
     this.rr = [];
-    if (opts.abort) for (const job of this.runningJobs) job.controller.abort();
+    const abort = () => {
+      for (const job of this.runningJobs) job.controller.abort();
+    };
+    if (opts.abort) abort();
+    const timer =
+      !opts.abort && opts.abortAfterMs !== undefined
+        ? this.clock.setTimeout(abort, opts.abortAfterMs)
+        : undefined;
     for (const msg of [...this.active.values()])
       if (msg.jobsLeft === 0 && msg.abandoned) void this.settle(msg);
     while (this.active.size > 0) await new Promise<void>((resolve) => this.once('quiet', resolve));
+    if (timer !== undefined) this.clock.clearTimeout(timer);
   }
 
   resume(): void {

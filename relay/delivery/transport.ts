@@ -56,9 +56,6 @@ export interface TransportOptions {
   commandTimeoutMs: number;
   /** Connections per endpoint (the per-destination limit). */
   maxConnections: number;
-  /** An endpoint's transport unused this long is closed. */
-  idleMs?: number;
-  now?: () => number;
 }
 
 interface PooledTransport {
@@ -73,7 +70,11 @@ export class TransportPool {
   private readonly idleMs: number;
   private sweeper: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: TransportOptions) {
+  /** `options` is read whenever a new endpoint's transport is made (config reloads apply to those). */
+  constructor(
+    private readonly options: () => TransportOptions,
+    opts: { idleMs?: number; now?: () => number } = {},
+  ) {
     this.now = opts.now ?? Date.now;
     this.idleMs = opts.idleMs ?? 30_000;
     this.sweeper = setInterval(() => this.sweep(), Math.max(1000, this.idleMs / 2));
@@ -148,13 +149,14 @@ export class TransportPool {
   }
 
   private transportOptions(target: SmtpTarget) {
+    const opts = this.options();
     const verify = target.tls === 'implicit' || target.tls === 'starttls';
     const servername = target.servername ?? target.name;
     return {
       pool: true as const,
       host: target.host,
       port: target.port,
-      name: this.opts.heloName,
+      name: opts.heloName,
       secure: target.tls === 'implicit',
       requireTLS: target.tls === 'starttls',
       ignoreTLS: target.tls === 'none',
@@ -166,13 +168,13 @@ export class TransportPool {
         minVersion: 'TLSv1.2' as const,
       },
       ...(target.auth ? { auth: { user: target.auth.user, pass: target.auth.pass } } : {}),
-      maxConnections: this.opts.maxConnections,
+      maxConnections: opts.maxConnections,
       maxMessages: 100,
       idleTimeout: this.idleMs,
-      connectionTimeout: this.opts.connectTimeoutMs,
-      greetingTimeout: this.opts.commandTimeoutMs,
-      socketTimeout: this.opts.commandTimeoutMs,
-      dnsTimeout: this.opts.connectTimeoutMs,
+      connectionTimeout: opts.connectTimeoutMs,
+      greetingTimeout: opts.commandTimeoutMs,
+      socketTimeout: opts.commandTimeoutMs,
+      dnsTimeout: opts.connectTimeoutMs,
       disableFileAccess: true,
       disableUrlAccess: true,
     };

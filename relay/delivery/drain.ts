@@ -1,0 +1,224 @@
+/**
+ * Draining (before a scale-down removes this pod): stop accepting mail, then empty the queue, either by
+ * delivering it (no peers) or by handing every queued message to peer relays.
+ *
+ *   POST /drain {"peers": ["host:port", …]}   start, or change the peers of a drain in progress
+ *   GET  /drain → {"state": "idle"|"draining"|"drained", "queued", "handedOff", "delivered", "failed"}
+ *
+ * - Without peers the queue manager keeps delivering and every deferred message is made due once
+ *   (like `postqueue -f`); the drain is over when the queue is empty. Mail that keeps failing keeps the
+ *   drain going (it follows its retry schedule) — name peers to move it elsewhere.
+ * - With peers the queue manager is paused (sends in flight get `pauseGraceMs` to finish, then are
+ *   aborted: their recipients stay pending), then passes over the queue hand each message to a peer,
+ *   round-robin, trying the next peer for what one refused. A message is removed only after the peer's
+ *   250 for each of its pending recipients; a partial acceptance is saved so those recipients are never
+ *   sent again. Messages that no peer took wait `retryDelayMs` for the next pass.
+ * - Counters: handedOff and failed count messages per hand-off outcome (failed: no peer took it on
+ *   that pass, so one message can count several times); delivered counts messages the queue manager
+ *   finished while draining. The relay stays not-ready after "drained"; the operator removes the pod.
+ */
+import type { RelayMetrics } from '../metrics.js';
+import { CorruptEntryError, type Spool, type SpoolEntry } from '../spool/spool.js';
+import { initialState, pendingRecipients, recordOutcomes } from './outcome.js';
+import { systemClock, type Clock, type Log, type QueueManager, type Settlement } from './queue-manager.js';
+import type { RecipientOutcome } from './replies.js';
+
+export type DrainState = 'idle' | 'draining' | 'drained';
+
+export interface DrainStatus {
+  state: DrainState;
+  queued: number;
+  handedOff: number;
+  delivered: number;
+  failed: number;
+}
+
+export interface DrainerOptions {
+  spool: Spool;
+  queue: QueueManager;
+  /** Hands `entry` to `peer` for `recipients`; one outcome per recipient. */
+  handOff: (entry: SpoolEntry, recipients: string[], peer: string) => Promise<RecipientOutcome[]>;
+  /** Stops (true) accepting mail and turns readiness off. */
+  setDraining: (on: boolean) => void;
+  metrics?: RelayMetrics;
+  log?: Log;
+  clock?: Clock;
+  /** Pause between hand-off passes when messages are left (default 5 s). */
+  retryDelayMs?: number;
+  /** Messages handed off at once (default 8). */
+  parallel?: number;
+  /** How long sends in flight may finish before a hand-off drain aborts them (default 10 s). */
+  pauseGraceMs?: number;
+}
+
+const silent: Log = { debug() {}, info() {}, warn() {}, error() {} };
+
+export class Drainer {
+  private state: DrainState = 'idle';
+  private peers: string[] = [];
+  private readonly counts = { handedOff: 0, delivered: 0, failed: 0 };
+  private loop: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private flushed = false;
+  private nextPeer = 0;
+  private wakeSleep: (() => void) | undefined;
+  private readonly log: Log;
+  private readonly clock: Clock;
+
+  private readonly onSettled = (_id: string, how: Settlement) => {
+    if (how === 'removed') this.counts.delivered++;
+    this.checkEmpty();
+  };
+  private readonly onAccepted = () => {
+    if (this.state === 'drained') this.state = 'draining';
+    this.kick();
+  };
+
+  constructor(private readonly opts: DrainerOptions) {
+    this.log = opts.log ?? silent;
+    this.clock = opts.clock ?? systemClock;
+  }
+
+  status(): DrainStatus {
+    return { state: this.state, queued: this.opts.spool.count, ...this.counts };
+  }
+
+  /** Starts draining, or sets new peers for the drain in progress (idempotent for the same peers). */
+  start(peers: string[]): DrainStatus {
+    if (this.stopped) throw new Error('the relay is stopping');
+    if (this.state === 'idle') {
+      this.opts.setDraining(true);
+      this.state = 'draining';
+      this.opts.queue.on('settled', this.onSettled);
+      this.opts.spool.on('accepted', this.onAccepted);
+      this.log.info({ event: 'drain_started', peers, queued: this.opts.spool.count }, 'draining');
+    } else if (peers.join(',') !== this.peers.join(',')) {
+      this.log.info({ peers, queued: this.opts.spool.count }, 'drain peers changed');
+    }
+    this.peers = [...peers];
+    this.kick();
+    return this.status();
+  }
+
+  /** Ends the drain loop (relay shutdown); the queue manager is stopped by its owner. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wakeSleep?.();
+    await this.loop;
+    this.opts.queue.off('settled', this.onSettled);
+    this.opts.spool.off('accepted', this.onAccepted);
+  }
+
+  private kick(): void {
+    this.wakeSleep?.();
+    if (this.loop) {
+      this.again = true;
+      return;
+    }
+    this.loop = this.run()
+      .catch((err: unknown) => this.log.error({ err: String(err) }, 'drain loop failed'))
+      .finally(() => {
+        this.loop = undefined;
+        if (this.again && !this.stopped) {
+          this.again = false;
+          this.kick();
+        }
+      });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      this.again = false;
+      if (this.peers.length === 0) return this.deliverMode();
+      this.flushed = false;
+      await this.opts.queue.pause({ abortAfterMs: this.opts.pauseGraceMs ?? 10_000 });
+      if (this.peers.length === 0 || this.stopped) continue;
+      const entries = [...this.opts.spool.entries()].sort((a, b) => (a.id < b.id ? -1 : 1));
+      if (entries.length === 0) return this.checkEmpty();
+      this.state = 'draining';
+      await this.pass(entries);
+      if (this.opts.spool.count > 0 && !this.again) await this.sleep(this.opts.retryDelayMs ?? 5000);
+    }
+  }
+
+  private async deliverMode(): Promise<void> {
+    this.opts.queue.resume();
+    if (!this.flushed) {
+      this.flushed = true;
+      const due = await this.opts.queue.retryAll();
+      this.log.info({ due }, 'draining by delivery: every deferred message made due');
+    }
+    this.checkEmpty();
+  }
+
+  private checkEmpty(): void {
+    if (this.state === 'draining' && this.opts.spool.count === 0) {
+      this.state = 'drained';
+      this.log.info({ event: 'drained', ...this.counts }, 'drained: the queue is empty');
+    }
+  }
+
+  private async pass(entries: SpoolEntry[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < entries.length && !this.stopped && this.peers.length > 0) {
+        const entry = entries[next++]!;
+        if (this.opts.spool.get(entry.id) === entry) await this.handOne(entry);
+      }
+    };
+    await Promise.all(Array.from({ length: this.opts.parallel ?? 8 }, worker));
+  }
+
+  private async handOne(entry: SpoolEntry): Promise<void> {
+    const { id } = entry;
+    let state = entry.state ?? initialState(entry.envelope);
+    let pending = pendingRecipients(entry.envelope, state);
+    let lastError = '';
+    const peers = this.peers;
+    const first = this.nextPeer++;
+    try {
+      for (let i = 0; i < peers.length && pending.length > 0; i++) {
+        const peer = peers[(first + i) % peers.length]!;
+        const outcomes = await this.opts.handOff(entry, pending, peer);
+        const taken = outcomes.filter((o) => o.result === 'delivered');
+        lastError = outcomes.find((o) => o.result !== 'delivered')?.reply ?? '';
+        if (taken.length === 0) continue;
+        state = recordOutcomes(state, taken);
+        pending = pendingRecipients(entry.envelope, state);
+        if (pending.length > 0) await this.opts.spool.saveState(id, state);
+      }
+    } catch (err) {
+      if (!(err instanceof CorruptEntryError)) throw err;
+      await this.opts.spool.quarantine(id, err.reason);
+      this.log.error(
+        { id, reason: err.reason },
+        'message body is damaged; moved to corrupt/, not handed off',
+      );
+      return;
+    }
+    if (pending.length === 0) {
+      await this.opts.spool.remove(id);
+      this.counts.handedOff++;
+      this.opts.metrics?.handoffs.inc({ result: 'ok' });
+      this.log.info({ id, recipients: entry.envelope.recipients.length }, 'message handed off');
+    } else {
+      this.counts.failed++;
+      this.opts.metrics?.handoffs.inc({ result: 'failed' });
+      this.log.warn({ id, pending: pending.length, lastError }, 'hand-off failed; will try again');
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timers: unknown[] = [];
+      const done = () => {
+        for (const t of timers) this.clock.clearTimeout(t);
+        this.wakeSleep = undefined;
+        resolve();
+      };
+      timers.push(this.clock.setTimeout(done, ms));
+      this.wakeSleep = done;
+    });
+  }
+}
