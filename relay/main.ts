@@ -41,6 +41,7 @@ import {
   type Listener,
 } from './smtp/listeners.js';
 import { Spool } from './spool/spool.js';
+import { startDelivery } from './delivery/service.js';
 import { Value } from 'typebox/value';
 import { readFile } from 'node:fs/promises';
 
@@ -195,6 +196,21 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       : undefined;
   await watcher?.start();
 
+  const setDraining = (on: boolean) => {
+    draining = on;
+    metrics.draining.set(on ? 1 : 0);
+    metrics.ready.set(on || stopping ? 0 : 1);
+  };
+  const delivery = startDelivery({
+    spool,
+    config: () => runtime.config,
+    resolver: () => resolver,
+    metrics,
+    log: log.child({ component: 'delivery' }),
+    admin: adminServer,
+    setDraining,
+  });
+
   const bound: Relay['listeners'] = {};
   for (const l of listeners) if (l.address) bound[l.name] = l.address;
   metrics.ready.set(1);
@@ -224,6 +240,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       );
       await stopListeners(listeners, graceMs, log);
       await Promise.allSettled([...inflight]);
+      await delivery.stop(Math.min(graceMs, 10_000));
       resolver.cancel();
       await spool.close();
       await adminServer.close();
@@ -239,11 +256,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     runtime: () => runtime,
     resolver: () => resolver,
     reload,
-    setDraining: (on) => {
-      draining = on;
-      metrics.draining.set(on ? 1 : 0);
-      metrics.ready.set(on || stopping ? 0 : 1);
-    },
+    setDraining,
     stop,
   };
 }
