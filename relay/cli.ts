@@ -21,6 +21,7 @@ import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.js
 import { createLogger } from './log.js';
 import { startRelay } from './main.js';
 import { buildRuntime, RuntimeError } from './runtime.js';
+import { drainCommand, queueCommand } from './delivery/cli.js';
 
 const EXIT_USAGE = 2;
 const EXIT_CONFIG = 78;
@@ -31,6 +32,8 @@ Commands:
   run (default)     run the relay
   check-config      validate the configuration and the files it references, then exit
   hash-password     read a password from stdin, print its hash for the users file
+  queue             list, show, retry or delete queued mail of a running relay (queue --help)
+  drain             make a running relay stop accepting and empty its queue (drain --help)
 
 Options:
   --config FILE             YAML configuration (default: the embedded default config:
@@ -57,6 +60,8 @@ export const COMMANDS: Record<string, Command> = {
   run: runCommand,
   'check-config': checkConfigCommand,
   'hash-password': hashPasswordCommand,
+  queue: (args) => queueCommand(args),
+  drain: (args) => drainCommand(args),
 };
 
 const commonOptions = {
