@@ -58,8 +58,16 @@ process.once('exit', () => {
 });
 
 /**
+ * Outgoing mail parked: a smarthost that refuses connections (nothing listens on 127.0.0.1:1), so every
+ * accepted message stays in the spool, deferred. Intake tests use it to read back what was accepted.
+ */
+export const PARKED_DELIVERY = {
+  route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: 1, tls: 'none' } },
+};
+
+/**
  * A config with every section a test usually needs: loopback, port 0 everywhere, spool in ./spool,
- * direct delivery, a short DNS timeout. Listeners and domains come from `overrides`.
+ * delivery parked (PARKED_DELIVERY), a short DNS timeout. Listeners and domains come from `overrides`.
  */
 export function relayConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -67,7 +75,7 @@ export function relayConfig(overrides: Record<string, unknown> = {}): Record<str
     listeners: { relay: { address: '127.0.0.1', port: 0, allowedNetworks: ['127.0.0.0/8'] } },
     domains: [{ name: 'example.com', allowedUsers: ['*'] }],
     spool: { dir: 'spool' },
-    delivery: { route: { mode: 'direct' } },
+    delivery: PARKED_DELIVERY,
     admin: { address: '127.0.0.1', port: 0 },
     dns: { timeoutMs: 300, tries: 1 },
     ...overrides,

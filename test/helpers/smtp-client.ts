@@ -34,20 +34,27 @@ export class SmtpClient {
     this.attach(socket);
   }
 
+  /** `localAddress` picks the client address (any 127.x.y.z works on loopback): per-client limits. */
   static async connect(
     port: number,
-    opts: { host?: string; tls?: tls.ConnectionOptions } = {},
+    opts: { host?: string; localAddress?: string; tls?: tls.ConnectionOptions; timeoutMs?: number } = {},
   ): Promise<SmtpClient> {
     const host = opts.host ?? '127.0.0.1';
+    const local = opts.localAddress ? { localAddress: opts.localAddress } : {};
     const socket = opts.tls
-      ? tls.connect({ host, port, servername: 'localhost', ...opts.tls })
-      : net.connect({ host, port });
+      ? tls.connect({ host, port, servername: 'localhost', ...local, ...opts.tls })
+      : net.connect({ host, port, ...local });
     await new Promise<void>((resolve, reject) => {
       socket.once(opts.tls ? 'secureConnect' : 'connect', () => resolve());
       socket.once('error', reject);
     });
     const client = new SmtpClient(socket);
-    client.greeting = await client.reply();
+    try {
+      client.greeting = await client.reply(opts.timeoutMs);
+    } catch (err) {
+      client.close();
+      throw err;
+    }
     return client;
   }
 
