@@ -64,22 +64,22 @@ export class ReferenceIndex {
 }
 
 /**
- * Objects the operator just wrote, as the API returned them, until the informer cache catches up (same
- * resourceVersion) or 60 s pass. Reads prefer them, so a reconcile that runs before the watch event
- * arrives does not regenerate a password or key it has just stored.
+ * Objects the operator just wrote, as the API returned them, until the informer cache moves past the
+ * version we wrote over (or 60 s pass). Reads prefer them, so a reconcile that runs before the watch event
+ * arrives neither regenerates a password or key it has just stored nor writes the same status twice. If the
+ * cache shows any other version (ours or someone else's newer one), the cache wins.
  */
 export class RecentWrites {
-  private readonly objs = new Map<string, { obj: KubeObject; at: number }>();
+  private readonly objs = new Map<string, { obj: KubeObject; baseRv: string | undefined; at: number }>();
   constructor(private readonly clock: Clock) {}
 
-  remember(obj: KubeObject): void {
-    this.objs.set(recentKey(obj.kind, obj.metadata?.namespace, obj.metadata?.name), {
-      obj,
-      at: this.clock.now(),
-    });
+  /** `base` is the cached object the write was computed from (undefined when it did not exist). */
+  remember(obj: KubeObject, base: KubeObject | undefined): void {
+    const k = recentKey(obj.kind, obj.metadata?.namespace, obj.metadata?.name);
+    this.objs.set(k, { obj, baseRv: base?.metadata?.resourceVersion, at: this.clock.now() });
   }
 
-  /** The fresher of the cached object and our last write of it. */
+  /** Our last write of the object while the cache still shows the version it replaced; else the cache. */
   resolve(
     kind: string | undefined,
     cached: KubeObject | undefined,
@@ -89,8 +89,8 @@ export class RecentWrites {
     const k = recentKey(kind, namespace, name);
     const mine = this.objs.get(k);
     if (!mine) return cached;
-    const caughtUp = cached?.metadata?.resourceVersion === mine.obj.metadata?.resourceVersion;
-    if (caughtUp || this.clock.now() - mine.at > 60_000) {
+    const stale = cached?.metadata?.resourceVersion === mine.baseRv;
+    if (!stale || this.clock.now() - mine.at > 60_000) {
       this.objs.delete(k);
       return cached;
     }

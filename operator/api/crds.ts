@@ -124,6 +124,10 @@ function dropDefaultedRequired(node: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(node))
     out[k] = k === 'default' || k === 'enum' ? v : dropDefaultedRequired(v);
+  // The API server validates a default as written (nested defaults are not applied to it, and CEL rules
+  // run on it), so object defaults are written out in full.
+  if (out.default && typeof out.default === 'object')
+    out.default = fillDefaults(out, structuredClone(out.default));
   const props = out.properties as Record<string, { default?: unknown }> | undefined;
   if (Array.isArray(out.required) && props) {
     const req = (out.required as string[]).filter((f) => props[f]?.default === undefined);
@@ -131,6 +135,19 @@ function dropDefaultedRequired(node: unknown): unknown {
     else delete out.required;
   }
   return out;
+}
+
+type SchemaNode = { properties?: Record<string, SchemaNode>; items?: SchemaNode; default?: unknown };
+
+function fillDefaults(node: SchemaNode, value: unknown): unknown {
+  if (Array.isArray(value)) return node.items ? value.map((v) => fillDefaults(node.items!, v)) : value;
+  if (!value || typeof value !== 'object' || !node.properties) return value;
+  const obj = value as Record<string, unknown>;
+  for (const [k, p] of Object.entries(node.properties)) {
+    if (obj[k] === undefined && p.default !== undefined) obj[k] = fillDefaults(p, structuredClone(p.default));
+    else if (obj[k] !== undefined) obj[k] = fillDefaults(p, obj[k]);
+  }
+  return obj;
 }
 const plain = crdSchema;
 
@@ -175,7 +192,7 @@ export function buildCrd(def: KindDef): Record<string, unknown> {
                   description:
                     'Kind is a string value representing the REST resource this object represents. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds',
                 },
-                metadata: { type: 'object', description: 'Standard object metadata.' },
+                metadata: { type: 'object' },
                 spec: plain(def.spec),
                 status: plain(def.status),
               },

@@ -12,7 +12,8 @@ import { withDomainDefaults } from '../api/defaults.js';
 import type { MailDomain, MailDomainStatus } from '../api/maildomain.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
 import { applyIfChanged, b64, SecretReader, type OperatorContext } from '../context.js';
-import { findCondition, rfc3339 } from '../runtime/conditions.js';
+import { rfc3339 } from '../runtime/conditions.js';
+import { recordTransitions } from '../runtime/events.js';
 import type { ReconcileResult } from '../runtime/controller.js';
 import { hashObject } from '../runtime/diff.js';
 import type { KubeObject } from '../runtime/kube.js';
@@ -56,7 +57,8 @@ export class MailDomainReconciler {
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const [namespace, name] = key.split('/') as [string, string];
-    const raw = this.ctx.stores.domains.get(namespace, name) as MailDomain | undefined;
+    const cached = this.ctx.stores.domains.get(namespace, name);
+    const raw = this.ctx.recent.resolve('MailDomain', cached, namespace, name) as MailDomain | undefined;
     if (!raw || raw.metadata.deletionTimestamp) {
       this.ctx.refs.delete(`MailDomain:${key}`);
       this.dnsCache.delete(key);
@@ -177,7 +179,8 @@ export class MailDomainReconciler {
 
   private async writeStatus(d: MailDomain, status: MailDomainStatus) {
     if (hashObject(status) === hashObject(d.status ?? {})) return;
-    await this.ctx.api.apply(
+    const base = this.ctx.stores.domains.get(d.metadata.namespace, d.metadata.name);
+    const written = await this.ctx.api.apply(
       {
         apiVersion: API_VERSION,
         kind: 'MailDomain',
@@ -186,18 +189,16 @@ export class MailDomainReconciler {
       },
       'status',
     );
-    for (const type of ['Ready', 'DNSVerified']) {
-      const before = findCondition(d.status?.conditions, type);
-      const after = findCondition(status.conditions, type);
-      if (!after || (before && before.status === after.status)) continue;
-      const warn = after.status === 'False' && after.reason !== 'WaitingForRelay';
-      this.ctx.events.record(
-        d as unknown as KubeObject,
-        warn ? 'Warning' : 'Normal',
-        after.reason,
-        `${type}=${after.status}: ${after.message}`,
-      );
-    }
+    this.ctx.recent.remember(written, base);
+    recordTransitions(
+      this.ctx.events,
+      d as unknown as KubeObject,
+      d.status?.conditions,
+      status.conditions,
+      ['Ready', 'Degraded', 'DNSVerified'],
+      (c) =>
+        (c.type === 'Degraded' && c.status === 'True') || (c.type === 'DNSVerified' && c.status === 'False'),
+    );
   }
 }
 

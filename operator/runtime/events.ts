@@ -2,7 +2,8 @@
  * Kubernetes Events for notable transitions (core/v1 Events, shown by kubectl describe). Callers emit only
  * on transitions, so steady state writes none. A failure to record an Event is logged, never fatal.
  */
-import { rfc3339 } from './conditions.js';
+import type { Condition } from '../api/common.js';
+import { findCondition, rfc3339 } from './conditions.js';
 import type { Clock } from './clock.js';
 import type { KubeApi, KubeObject } from './kube.js';
 import { errorMessage, type Logger } from './logger.js';
@@ -62,3 +63,25 @@ export class ApiEventRecorder implements EventRecorder {
 }
 
 export const noEvents: EventRecorder = { record() {} };
+
+/**
+ * Events for condition transitions between two status versions: a change of status, or a condition that
+ * appears as a problem (Degraded=True, Ready=True is news too). A condition that first appears in a normal
+ * state records nothing, so creating an object does not flood `kubectl describe`.
+ */
+export function recordTransitions(
+  events: EventRecorder,
+  obj: KubeObject,
+  before: readonly Condition[] | undefined,
+  after: readonly Condition[] | undefined,
+  types: readonly string[],
+  isWarning: (c: Condition) => boolean,
+): void {
+  for (const type of types) {
+    const b = findCondition(before, type);
+    const a = findCondition(after, type);
+    if (!a || (b && b.status === a.status)) continue;
+    if (!b && !isWarning(a) && !(type === 'Ready' && a.status === 'True')) continue;
+    events.record(obj, isWarning(a) ? 'Warning' : 'Normal', a.reason, `${type}=${a.status}: ${a.message}`);
+  }
+}

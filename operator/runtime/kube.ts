@@ -187,7 +187,12 @@ export class RestKubeApi implements KubeApi {
     }
     this.observe(method, String(res.status));
     const text = await res.text();
-    const json: unknown = text ? JSON.parse(text) : {};
+    let json: unknown = {};
+    try {
+      json = text ? JSON.parse(text) : {};
+    } catch {
+      if (res.status < 400) throw new Error(`${method} ${path}: response is not JSON`);
+    }
     if (res.status >= 400) {
       const s = json as { reason?: string; message?: string };
       throw new ApiError(

@@ -16,6 +16,7 @@ import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
 import { applyIfChanged, SecretReader, type OperatorContext } from '../context.js';
 import { bindDomains } from '../maildomain/binding.js';
 import { findCondition, rfc3339 } from '../runtime/conditions.js';
+import { recordTransitions } from '../runtime/events.js';
 import type { ReconcileResult } from '../runtime/controller.js';
 import { hashObject, isSubset } from '../runtime/diff.js';
 import type { KubeObject } from '../runtime/kube.js';
@@ -76,7 +77,8 @@ export class SmtpRelayReconciler {
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const [namespace, name] = key.split('/') as [string, string];
-    const raw = this.ctx.stores.relays.get(namespace, name) as SmtpRelay | undefined;
+    const cached = this.ctx.stores.relays.get(namespace, name);
+    const raw = this.ctx.recent.resolve('SmtpRelay', cached, namespace, name) as SmtpRelay | undefined;
     if (!raw) {
       this.ctx.refs.delete(`SmtpRelay:${key}`);
       return;
@@ -220,7 +222,8 @@ export class SmtpRelayReconciler {
     deleting: boolean,
   ) {
     const current = (sts?.spec as { replicas?: number } | undefined)?.replicas;
-    const { from, to } = drainTargets({ desired: relay.spec.replicas, current, deleting });
+    const skipDrain = relay.metadata.annotations?.[SKIP_DRAIN_ANNOTATION] === 'true';
+    const { from, to } = drainTargets({ desired: relay.spec.replicas, current, deleting, skipDrain });
     const port = relay.spec.monitoring.metricsPort;
     const views: PodView[] = [];
     for (const p of pods) {
@@ -247,6 +250,8 @@ export class SmtpRelayReconciler {
       desired: relay.spec.replicas,
       current,
       deleting,
+      skipDrain,
+      statefulSetName: names(relay.metadata.name).statefulSet,
       pods: views,
       nowMs: this.ctx.clock.now(),
       drainTimeoutMs: relay.spec.drain.timeoutSeconds * 1000,
@@ -338,7 +343,8 @@ export class SmtpRelayReconciler {
   }
 
   private async addFinalizer(relay: SmtpRelay) {
-    await this.ctx.api.apply({
+    const base = this.ctx.stores.relays.get(relay.metadata.namespace, relay.metadata.name);
+    const written = await this.ctx.api.apply({
       apiVersion: API_VERSION,
       kind: 'SmtpRelay',
       metadata: {
@@ -347,6 +353,7 @@ export class SmtpRelayReconciler {
         finalizers: [DRAIN_FINALIZER],
       },
     });
+    this.ctx.recent.remember(written, base);
   }
 
   /** Deletion: drain every pod (no peers: they deliver what they hold), then release the finalizer. */
@@ -410,7 +417,8 @@ export class SmtpRelayReconciler {
   /** Patches status only when it changed; records Events for condition transitions. */
   private async writeStatus(relay: SmtpRelay, status: SmtpRelayStatus) {
     if (hashObject(status) === hashObject(relay.status ?? {})) return;
-    await this.ctx.api.apply(
+    const base = this.ctx.stores.relays.get(relay.metadata.namespace, relay.metadata.name);
+    const written = await this.ctx.api.apply(
       {
         apiVersion: API_VERSION,
         kind: 'SmtpRelay',
@@ -419,20 +427,20 @@ export class SmtpRelayReconciler {
       },
       'status',
     );
-    for (const type of ['Ready', 'Degraded', 'Draining']) {
-      const before = findCondition(relay.status?.conditions, type);
-      const after = findCondition(status.conditions, type);
-      if (!after || (before && before.status === after.status)) continue;
-      const warn =
-        (type === 'Degraded' && after.status === 'True') ||
-        (type === 'Ready' && after.status === 'False' && before !== undefined);
-      this.ctx.events.record(
-        relay as unknown as KubeObject,
-        warn ? 'Warning' : 'Normal',
-        after.reason,
-        `${type}=${after.status}: ${after.message}`,
-      );
-    }
+    this.ctx.recent.remember(written, base);
+    recordTransitions(
+      this.ctx.events,
+      relay as unknown as KubeObject,
+      relay.status?.conditions,
+      status.conditions,
+      ['Ready', 'Degraded', 'Draining'],
+      (c) =>
+        (c.type === 'Degraded' && c.status === 'True') ||
+        (c.type === 'Ready' &&
+          c.status === 'False' &&
+          c.reason !== 'RolloutInProgress' &&
+          c.reason !== 'Draining'),
+    );
   }
 }
 

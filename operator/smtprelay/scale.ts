@@ -32,6 +32,10 @@ export interface ScaleInput {
   pods: readonly PodView[];
   nowMs: number;
   drainTimeoutMs: number;
+  /** The user opted out of draining (mailfleet.dev/skip-drain): shrink at once. */
+  skipDrain?: boolean;
+  /** StatefulSet name, to name pods that do not exist. */
+  statefulSetName?: string;
 }
 
 export interface ScalePlan {
@@ -60,11 +64,12 @@ export function podOrdinal(stsName: string, podName: string): number {
 }
 
 /** The ordinals that must be drained. */
-export function drainTargets(input: Pick<ScaleInput, 'desired' | 'current' | 'deleting'>): {
+export function drainTargets(input: Pick<ScaleInput, 'desired' | 'current' | 'deleting' | 'skipDrain'>): {
   from: number;
   to: number;
 } {
   const current = input.current ?? 0;
+  if (input.skipDrain) return { from: current, to: current };
   if (input.deleting) return { from: 0, to: current };
   return input.desired < current ? { from: input.desired, to: current } : { from: current, to: current };
 }
@@ -86,8 +91,10 @@ export function planScale(input: ScaleInput): ScalePlan {
     if (p.ordinal < from && p.drainStartedAt !== undefined && !input.deleting) plan.restart.push(p.name);
   }
   if (to <= from || current === undefined) return plan;
-  for (let ord = from; ord < to; ord++)
-    assessPod(plan, byOrdinal.get(ord), ord, input.nowMs, input.drainTimeoutMs);
+  for (let ord = from; ord < to; ord++) {
+    const name = input.statefulSetName ? `${input.statefulSetName}-${ord}` : `ordinal ${ord}`;
+    assessPod(plan, byOrdinal.get(ord), name, input.nowMs, input.drainTimeoutMs);
+  }
   plan.draining.sort();
   if (!plan.drained) plan.statefulSetReplicas = current;
   return plan;
@@ -97,11 +104,11 @@ export function planScale(input: ScaleInput): ScalePlan {
 function assessPod(
   plan: ScalePlan,
   pod: PodView | undefined,
-  ord: number,
+  label: string,
   nowMs: number,
   timeoutMs: number,
 ): void {
-  const label = pod?.name ?? `ordinal ${ord}`;
+  plan.draining.push(label);
   if (!pod || !pod.address) {
     plan.drained = false;
     plan.problems.push({
@@ -116,7 +123,6 @@ function assessPod(
     plan.problems.push({ reason: 'DrainFailed', message: `draining pod ${pod.name} failed: ${d.error}` });
     return;
   }
-  plan.draining.push(pod.name);
   if (!d || d.state === 'idle') {
     plan.drained = false;
     plan.waiting = true;

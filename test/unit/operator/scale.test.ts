@@ -8,7 +8,7 @@ const pod = (ordinal: number, over: Partial<PodView> = {}): PodView => ({
   address: `10.0.0.${ordinal}:9091`,
   ...over,
 });
-const base = { nowMs: NOW, drainTimeoutMs: 600_000, deleting: false };
+const base = { nowMs: NOW, drainTimeoutMs: 600_000, deleting: false, statefulSetName: 'mail' };
 
 describe('planScale', () => {
   it('scales up or creates at once', () => {
@@ -78,6 +78,7 @@ describe('planScale', () => {
     });
     expect(unreachable.statefulSetReplicas).toBe(2);
     expect(unreachable.problems[0]!.reason).toBe('DrainPodUnreachable');
+    expect(unreachable.draining).toEqual(['mail-1']);
     const missing = planScale({ ...base, desired: 1, current: 2, pods: [pod(0)] });
     expect(missing.statefulSetReplicas).toBe(2);
     const failing = planScale({
@@ -109,6 +110,17 @@ describe('planScale', () => {
     expect(p.statefulSetReplicas).toBe(1);
     expect(p.problems[0]).toMatchObject({ reason: 'DrainStuck' });
     expect(p.problems[0]!.message).toContain('7 queued message(s) after 700s');
+  });
+
+  it('shrinks at once when the user opted out of draining', () => {
+    const p = planScale({
+      ...base,
+      skipDrain: true,
+      desired: 1,
+      current: 3,
+      pods: [pod(0), pod(1, { address: undefined })],
+    });
+    expect(p).toMatchObject({ statefulSetReplicas: 1, startDrain: [], draining: [], problems: [] });
   });
 
   it('drains every pod on deletion', () => {
