@@ -1,0 +1,65 @@
+/**
+ * The e2e project's globalSetup: starts one control plane for all e2e test files (test/cluster/) and
+ * hands its state directory to the test workers in $MAILFLEET_CLUSTER_STATE. When that variable is
+ * already set (a cluster from `npm run cluster:up`, say), that cluster is used and left running.
+ * Clusters left behind by earlier runs whose jest died are stopped first. globalTeardown calls the
+ * stop function this leaves on globalThis.
+ */
+import Module from 'node:module';
+import path from 'node:path';
+
+/**
+ * Jest requires globalSetup with Node's own resolver (moduleNameMapper applies only inside test files),
+ * so the harness's `./x.js` imports of TypeScript sources would not resolve. Map a relative `.js` request
+ * that does not exist to the `.ts` file next to it, as the mapper does for tests. Hence also no static
+ * relative imports in this file.
+ */
+function installTsResolution(): void {
+  type Resolve = ((request: string, ...rest: unknown[]) => string) & { mailfleetTs?: boolean };
+  const M = Module as unknown as { _resolveFilename: Resolve };
+  const original = M._resolveFilename;
+  if (original.mailfleetTs) return;
+  const patched: Resolve = function (this: unknown, request, ...rest) {
+    try {
+      return original.call(this, request, ...rest);
+    } catch (e) {
+      if (!request.startsWith('.') || !request.endsWith('.js')) throw e;
+      return original.call(this, `${request.slice(0, -3)}.ts`, ...rest);
+    }
+  };
+  patched.mailfleetTs = true;
+  M._resolveFilename = patched;
+}
+
+export type Teardown = () => Promise<void>;
+
+export default async function globalSetup(): Promise<void> {
+  installTsResolution();
+  const c = await import('../cluster/cluster.js');
+  const { STATE_ENV } = await import('../cluster/kube.js');
+  const g = globalThis as { mailfleetTeardown?: Teardown };
+  const given = process.env[STATE_ENV];
+  if (given) {
+    const info = c.readClusterInfo(given);
+    const down = info.processes.length - c.runningProcesses(info).length;
+    if (down > 0) throw new Error(`${STATE_ENV}=${given}: ${down} of its processes are not running`);
+    console.log(`\nmailfleet e2e: using the running cluster in ${given} (left running)`);
+    return;
+  }
+  for (const dir of await c.reapStaleClusters())
+    console.log(`\nmailfleet e2e: stopped a cluster left behind in ${dir}`);
+  const started = Date.now();
+  const info = await c.startCluster({ owner: 'jest' });
+  process.env[STATE_ENV] = info.stateDir;
+  console.log(
+    `\nmailfleet e2e: cluster up in ${Math.round((Date.now() - started) / 1000)} s (${info.stateDir})`,
+  );
+  g.mailfleetTeardown = async () => {
+    // Keep the last few runs' logs (component logs and the audit log) where a developer can find them.
+    const logsRoot = path.join(c.repoRoot(), 'test/cluster/.build/logs');
+    const keep = path.join(logsRoot, path.basename(info.stateDir));
+    await c.stopCluster(info.stateDir, { keepLogsIn: keep });
+    c.pruneDirs(logsRoot, 5);
+    console.log(`mailfleet e2e: cluster stopped; its logs are in ${keep}`);
+  };
+}
