@@ -14,6 +14,8 @@ export interface HeaderScan {
   complete: boolean;
   /** Lower-case names of the fields seen so far. */
   fields: Set<string>;
+  /** Bytes of header section seen so far (when complete: its size, the empty line not included). */
+  size: number;
 }
 
 const FIELD_NAME = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/;
@@ -29,23 +31,26 @@ export function scanHeaderSection(buf: Buffer, final = false): HeaderScan {
   while (pos < buf.length) {
     let nl = buf.indexOf(0x0a, pos);
     if (nl < 0) {
-      if (!final) return { complete: false, fields };
+      // The partial last line counts, but not a lone CR that may begin the empty line.
+      if (!final)
+        return { complete: false, fields, size: buf.length - (buf[buf.length - 1] === 0x0d ? 1 : 0) };
       nl = buf.length;
     }
     const end = nl > pos && buf[nl - 1] === 0x0d ? nl - 1 : nl;
-    if (end === pos) return { complete: true, fields }; // the empty line
+    const done = { complete: true, fields, size: pos };
+    if (end === pos) return done; // the empty line
     const first = buf[pos];
     if (first === 0x20 || first === 0x09) {
-      if (!inField) return { complete: true, fields }; // continuation with nothing to continue: body
+      if (!inField) return done; // continuation with nothing to continue: the body starts here
     } else {
       const m = FIELD_NAME.exec(buf.toString('latin1', pos, Math.min(end, pos + 1000)));
-      if (!m) return { complete: true, fields }; // not a header field: the body starts here
+      if (!m) return done; // not a header field: the body starts here
       fields.add(m[1]!.toLowerCase());
       inField = true;
     }
     pos = nl + 1;
   }
-  return { complete: final, fields };
+  return { complete: final, fields, size: buf.length };
 }
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];

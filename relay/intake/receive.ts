@@ -69,25 +69,31 @@ export class IntakeTransform extends Transform {
     const start = this.held.length === 1 ? chunk : Buffer.concat(this.held, this.heldBytes);
     this.held = [start];
     const scan = scanHeaderSection(start);
-    if (scan.complete) {
-      this.emitHeld(scan.fields);
-    } else if (this.heldBytes > (this.opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) {
+    // The section's size decides, whether or not its end arrived in this chunk.
+    if (scan.size > this.maxHeaderBytes()) {
       this.headerTooBig = true;
       this.release();
+    } else if (scan.complete) {
+      this.emitHeld(scan.fields);
     }
     cb();
   }
 
   override _flush(cb: TransformCallback): void {
     if (this.tooBig) return cb(new MessageTooBigError(this.opts.maxMessageBytes));
-    if (this.headerTooBig)
-      return cb(new HeaderTooBigError(this.opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES));
+    if (this.headerTooBig) return cb(new HeaderTooBigError(this.maxHeaderBytes()));
     if (this.scanning) {
       const all = Buffer.concat(this.held, this.heldBytes);
       this.held = [all];
-      this.emitHeld(scanHeaderSection(all, true).fields);
+      const scan = scanHeaderSection(all, true);
+      if (scan.size > this.maxHeaderBytes()) return cb(new HeaderTooBigError(this.maxHeaderBytes()));
+      this.emitHeld(scan.fields);
     }
     cb();
+  }
+
+  private maxHeaderBytes(): number {
+    return this.opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   }
 
   private emitHeld(fields: ReadonlySet<string>): void {

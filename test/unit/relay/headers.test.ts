@@ -17,14 +17,15 @@ describe('header section scanning', () => {
     expect(scan('From: a@example.com\r\nDate: x', true)).toEqual({
       complete: true,
       fields: new Set(['from', 'date']),
+      size: 28,
     });
   });
 
   test('a body without the empty line starts at the first non-header line', () => {
     const r = scan('Subject: x\nhello world\nDate: later\n');
-    expect(r).toEqual({ complete: true, fields: new Set(['subject']) });
-    expect(scan('\r\nbody only')).toEqual({ complete: true, fields: new Set() });
-    expect(scan(' continuation first\r\n')).toEqual({ complete: true, fields: new Set() });
+    expect(r).toEqual({ complete: true, fields: new Set(['subject']), size: 11 });
+    expect(scan('\r\nbody only')).toEqual({ complete: true, fields: new Set(), size: 0 });
+    expect(scan(' continuation first\r\n')).toEqual({ complete: true, fields: new Set(), size: 0 });
   });
 });
 

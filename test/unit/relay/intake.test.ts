@@ -64,6 +64,29 @@ describe('DATA intake stream', () => {
     );
   });
 
+  test('the header bound holds however the stream is chunked (also when its end is in the last chunk)', async () => {
+    const line = `X-Filler: ${'h'.repeat(88)}\r\n`; // 100 bytes
+    const message = (lines: number) => line.repeat(lines) + '\r\nbody\r\n';
+    for (let trial = 0; trial < 50; trial++) {
+      const split = (text: string) => {
+        const chunks: string[] = [];
+        for (let pos = 0; pos < text.length;) {
+          const n = 1 + Math.floor(Math.random() * 400);
+          chunks.push(text.slice(pos, pos + n));
+          pos += n;
+        }
+        return chunks;
+      };
+      // A 400-byte header section against a 300-byte bound is refused; a 300-byte one is not.
+      await expect(
+        receiveMessage(source(split(message(4))), transform(100_000, 300), collect),
+      ).rejects.toBeInstanceOf(HeaderTooBigError);
+      await expect(
+        receiveMessage(source(split(message(3))), transform(100_000, 300), collect),
+      ).resolves.toMatch(/body/);
+    }
+  });
+
   test('memory stays bounded for a large message (chunks pass through as they come)', async () => {
     const chunk = Buffer.alloc(64 * 1024, 0x61);
     const total = 64 * 1024 * 256; // 16 MiB
