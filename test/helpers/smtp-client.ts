@@ -62,8 +62,14 @@ export class SmtpClient {
     return this.socket instanceof tls.TLSSocket ? this.socket : undefined;
   }
 
-  write(data: string | Buffer): void {
-    this.socket.write(data);
+  /** Writes raw bytes; false means the socket's buffer is full (await drained() before more). */
+  write(data: string | Buffer): boolean {
+    return this.socket.write(data);
+  }
+
+  drained(): Promise<void> {
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => this.socket.once('drain', () => resolve()));
   }
 
   async command(line: string, timeoutMs?: number): Promise<Reply> {
