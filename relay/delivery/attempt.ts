@@ -6,7 +6,8 @@
  * Direct mode tries the MX addresses in order and moves to the next one only when the failure was
  * about the host (connection refused, timeout, greeting or TLS trouble, 421); once a server has judged
  * the transaction (MAIL/RCPT/DATA replies) the attempt ends there, so no recipient is sent twice in
- * one attempt. Smarthost mode has exactly one host.
+ * one attempt. A connection lost after the whole body was sent also ends it (deferred): the server
+ * may have the message already. Smarthost mode has exactly one host.
  *
  * A damaged spool body (checksum mismatch) is not a delivery outcome: CorruptEntryError is rethrown
  * for the queue manager to set the message aside.
@@ -87,12 +88,27 @@ async function sendTo(
       size: msg.size,
       eightBit: msg.envelope.bodyType === '8BITMIME',
     };
+    const body = msg.openBody();
+    let bodySent = false;
+    body.once('end', () => (bodySent = true));
     try {
-      const info = await deps.transport.send(target, envelope, msg.openBody(), signal);
+      const info = await deps.transport.send(target, envelope, body, signal);
       return outcomesFromInfo(recipients, info, target.name);
     } catch (e) {
       if (e instanceof CorruptEntryError) throw e;
       const err = e as SmtpErrorLike;
+      if (bodySent && isHostLevel(err)) {
+        // The whole message went out and the reply was lost: the server may have taken it. Another MX
+        // now would make a duplicate certain; retry later instead (Postfix: "may be sent more than once").
+        return recipients.map((r) =>
+          localDeferral(
+            r,
+            '4.4.2',
+            `lost connection after the message was sent (it may arrive twice): ${err.message}`,
+            target.name,
+          ),
+        );
+      }
       last = outcomesFromError(recipients, err, target.name);
       if (!isHostLevel(err) || signal?.aborted) return last;
     }
