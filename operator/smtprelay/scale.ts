@@ -97,6 +97,8 @@ export function planScale(input: ScaleInput): ScalePlan {
   }
   plan.draining.sort();
   if (!plan.drained) plan.statefulSetReplicas = current;
+  // Every pod reported drained: this reconcile shrinks the StatefulSet, the drain is over.
+  else plan.draining = [];
   return plan;
 }
 

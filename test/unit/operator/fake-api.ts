@@ -1,0 +1,110 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- merge patches are untyped JSON */
+/**
+ * An in-memory API server for reconcile tests: the seam is KubeApi plus the informer Stores, which here
+ * read the same map (a cache that is always in sync). It counts writes, so tests can assert that steady
+ * state makes none. Server-side apply is simplified: the operator is the only writer, so an apply replaces
+ * the object (status apply replaces status; metadata-only applies merge finalizers).
+ */
+import type { Stores } from '../../../operator/context.js';
+import { emptyStore } from '../../../operator/context.js';
+import type { Store } from '../../../operator/runtime/informer.js';
+import type { KubeApi, KubeList, KubeObject } from '../../../operator/runtime/kube.js';
+import { kindOf, type ResourceType } from '../../../operator/runtime/resources.js';
+
+export class FakeApi implements KubeApi {
+  readonly objects = new Map<string, KubeObject>();
+  writes: string[] = [];
+  private rv = 100;
+
+  private key(kind: string | undefined, ns: string | undefined, name: string | undefined) {
+    return `${kind}/${ns ?? ''}/${name ?? ''}`;
+  }
+
+  put(obj: KubeObject): KubeObject {
+    const o = structuredClone(obj);
+    o.metadata = { ...o.metadata, resourceVersion: String(++this.rv) };
+    o.metadata.uid ??= `uid-${o.metadata.name}`;
+    o.metadata.creationTimestamp ??= '2025-01-01T00:00:00Z';
+    this.objects.set(this.key(o.kind, o.metadata.namespace, o.metadata.name), o);
+    return o;
+  }
+
+  find(kind: string, ns: string, name: string) {
+    return this.objects.get(this.key(kind, ns, name));
+  }
+
+  store(kind: string): Store {
+    return {
+      get: (ns, name) => this.find(kind, ns, name),
+      list: (ns) =>
+        [...this.objects.values()].filter(
+          (o) => o.kind === kind && (ns === undefined || o.metadata?.namespace === ns),
+        ),
+    };
+  }
+
+  stores(): Stores {
+    return {
+      relays: this.store('SmtpRelay'),
+      domains: this.store('MailDomain'),
+      secrets: this.store('Secret'),
+      configMaps: this.store('ConfigMap'),
+      services: this.store('Service'),
+      statefulSets: this.store('StatefulSet'),
+      pods: this.store('Pod'),
+      pdbs: this.store('PodDisruptionBudget'),
+      serviceMonitors: emptyStore,
+      certificates: emptyStore,
+    };
+  }
+
+  list(t: ResourceType, namespace?: string): Promise<KubeList> {
+    return Promise.resolve({ items: this.store(t.kind).list(namespace) });
+  }
+  get(t: ResourceType, namespace: string | undefined, name: string) {
+    return Promise.resolve(this.find(t.kind, namespace ?? '', name));
+  }
+  apply(obj: KubeObject, subresource?: 'status'): Promise<KubeObject> {
+    this.writes.push(`apply${subresource ? '/' + subresource : ''} ${obj.kind} ${obj.metadata?.name}`);
+    const live = this.find(obj.kind!, obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
+    if (subresource === 'status') return Promise.resolve(this.put({ ...live!, status: obj.status }));
+    const isMetaOnly = Object.keys(obj).every((k) => ['apiVersion', 'kind', 'metadata'].includes(k));
+    if (isMetaOnly && live) {
+      const finalizers = [
+        ...new Set([...(live.metadata?.finalizers ?? []), ...(obj.metadata?.finalizers ?? [])]),
+      ];
+      return Promise.resolve(this.put({ ...live, metadata: { ...live.metadata, finalizers } }));
+    }
+    return Promise.resolve(this.put({ ...obj, ...(live?.status ? { status: live.status } : {}) }));
+  }
+  create(obj: KubeObject) {
+    this.writes.push(`create ${obj.kind} ${obj.metadata?.name}`);
+    return Promise.resolve(this.put(obj));
+  }
+  update(obj: KubeObject) {
+    this.writes.push(`update ${obj.kind} ${obj.metadata?.name}`);
+    return Promise.resolve(this.put(obj));
+  }
+  mergePatch(t: ResourceType, namespace: string, name: string, patch: any) {
+    this.writes.push(`patch ${t.kind} ${name}`);
+    const live = this.find(t.kind, namespace, name)!;
+    const md = {
+      ...live.metadata,
+      ...patch.metadata,
+      annotations: { ...live.metadata?.annotations, ...patch.metadata?.annotations },
+    };
+    if (patch.metadata && 'finalizers' in patch.metadata)
+      md.finalizers = patch.metadata.finalizers ?? undefined;
+    return Promise.resolve(this.put({ ...live, metadata: md }));
+  }
+  delete(t: ResourceType, namespace: string, name: string) {
+    this.writes.push(`delete ${t.kind} ${name}`);
+    this.objects.delete(this.key(t.kind, namespace, name));
+    return Promise.resolve();
+  }
+  discover() {
+    return Promise.resolve(undefined);
+  }
+}
+
+export const typeOf = (o: KubeObject) => kindOf(o.apiVersion, o.kind);

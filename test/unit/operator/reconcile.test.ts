@@ -1,0 +1,292 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-return -- inspects stored JSON */
+import { RecentWrites, ReferenceIndex, type OperatorContext } from '../../../operator/context.js';
+import { MailDomainReconciler } from '../../../operator/maildomain/controller.js';
+import type { TxtLookup } from '../../../operator/maildomain/dns.js';
+import type { EventRecorder } from '../../../operator/runtime/events.js';
+import { silentLogger } from '../../../operator/runtime/logger.js';
+import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';
+import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain.js';
+import { FakeClock } from './fake-clock.js';
+import { FakeApi } from './fake-api.js';
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+class FakeDrain implements DrainClient {
+  states = new Map<string, DrainStatus>();
+  started: Array<{ address: string; peers: readonly string[] }> = [];
+  status(address: string) {
+    const s = this.states.get(address);
+    return s ? Promise.resolve(s) : Promise.reject(new Error(`connect ECONNREFUSED ${address}`));
+  }
+  start(address: string, _token: string, peers: readonly string[]) {
+    this.started.push({ address, peers });
+    this.states.set(address, { state: 'draining', queued: 1 });
+    return Promise.resolve();
+  }
+}
+
+function setup() {
+  const api = new FakeApi();
+  const clock = new FakeClock();
+  const events: Array<{ type: string; reason: string; message: string }> = [];
+  const recorder: EventRecorder = {
+    record: (_o, type, reason, message) => events.push({ type, reason, message }),
+  };
+  const ctx: OperatorContext = {
+    api,
+    recent: new RecentWrites(clock),
+    stores: api.stores(),
+    features: { serviceMonitors: false, certManager: false },
+    events: recorder,
+    clock,
+    log: silentLogger,
+    refs: new ReferenceIndex(),
+  };
+  const drain = new FakeDrain();
+  const relays = new SmtpRelayReconciler(ctx, { image: 'img:1', drain, drainPollMs: 5000 });
+  const dns: TxtLookup = { txt: () => Promise.resolve([]) };
+  const domains = new MailDomainReconciler(ctx, { dns, dnsCheckIntervalMs: 300_000 });
+  return { api, clock, ctx, drain, relays, domains, events };
+}
+
+const tlsSecret = {
+  apiVersion: 'v1',
+  kind: 'Secret',
+  metadata: { name: 'relay-tls', namespace: 'apps' },
+  data: { 'tls.crt': b64('CERT'), 'tls.key': b64('KEY'), 'ca.crt': b64('CA') },
+};
+
+function relayObj(spec: any = {}) {
+  return {
+    apiVersion: 'mailfleet.dev/v1alpha1',
+    kind: 'SmtpRelay',
+    metadata: { name: 'mail', namespace: 'apps', generation: 1 },
+    spec: { tls: { secretName: 'relay-tls' }, ...spec },
+  };
+}
+
+const cond = (o: any, type: string) => o.status.conditions.find((c: any) => c.type === type);
+
+describe('SmtpRelay reconcile', () => {
+  it('reports a missing password Secret as Degraded with what to fix, then recovers when it appears', async () => {
+    const { api, relays } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj({ users: [{ name: 'app', passwordSecretRef: { name: 'app-pw' } }] }));
+    await relays.reconcile('apps/mail');
+    const r = api.find('SmtpRelay', 'apps', 'mail');
+    expect(cond(r, 'Ready')).toMatchObject({ status: 'False', reason: 'SecretNotFound' });
+    expect(cond(r, 'Degraded').message).toBe(
+      'Secret app-pw (password of SMTP user app) does not exist in namespace apps; create it',
+    );
+    expect(api.find('StatefulSet', 'apps', 'mail')).toBeUndefined();
+    expect(r!.metadata!.finalizers).toEqual(['mailfleet.dev/drain']);
+
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'app-pw', namespace: 'apps' },
+      data: { password: b64('s3cret') },
+    });
+    await relays.reconcile('apps/mail');
+    const r2 = api.find('SmtpRelay', 'apps', 'mail');
+    expect(cond(r2, 'Degraded')).toMatchObject({ status: 'False', reason: 'AsExpected' });
+    expect(cond(r2, 'Ready')).toMatchObject({ status: 'False', reason: 'RolloutInProgress' });
+    const runtime = api.find('Secret', 'apps', 'mail-runtime') as any;
+    const users = Buffer.from(runtime.data.users, 'base64').toString();
+    expect(users).toMatch(/^app:\$scrypt\$/m);
+    expect(users).toMatch(/^mailfleet-handoff:\$scrypt\$/m);
+    expect(users).not.toContain('s3cret');
+  }, 30_000);
+
+  it('creates every child, then makes zero writes at steady state', async () => {
+    const { api, relays } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj({ users: [{ name: 'app' }] }));
+    await relays.reconcile('apps/mail');
+    const kinds = api.writes
+      .filter((w) => w.startsWith('apply '))
+      .map((w) => w.split(' ').slice(1).join(' '));
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'Secret mail-credentials',
+        'Secret mail-internal',
+        'Secret mail-runtime',
+        'ConfigMap mail-config',
+        'Service mail',
+        'Service mail-headless',
+        'StatefulSet mail',
+        'PodDisruptionBudget mail',
+      ]),
+    );
+    const creds = api.find('Secret', 'apps', 'mail-credentials') as any;
+    expect(Buffer.from(creds.data.app, 'base64').toString()).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    expect(r.status).toMatchObject({
+      credentialsSecret: 'mail-credentials',
+      caSecret: 'relay-tls',
+      selector: 'app.kubernetes.io/name=mailfleet-relay,app.kubernetes.io/instance=mail',
+    });
+
+    // The second pass sees the StatefulSet it created (status moves on); after that nothing changes.
+    await relays.reconcile('apps/mail');
+    api.writes = [];
+    await relays.reconcile('apps/mail');
+    await relays.reconcile('apps/mail');
+    expect(api.writes).toEqual([]);
+    expect(
+      Buffer.from((api.find('Secret', 'apps', 'mail-credentials') as any).data.app, 'base64').toString(),
+    ).toBe(Buffer.from(creds.data.app, 'base64').toString());
+  }, 30_000);
+
+  it('drains the pods a scale-down removes before shrinking the StatefulSet', async () => {
+    const { api, relays, drain } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj({ replicas: 3 }));
+    await relays.reconcile('apps/mail');
+    for (let i = 0; i < 3; i++) {
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: `mail-${i}`, namespace: 'apps', labels: { 'app.kubernetes.io/instance': 'mail' } },
+        status: { podIP: `10.0.0.${i}` },
+      });
+      drain.states.set(`10.0.0.${i}:9091`, { state: 'idle', queued: 0 });
+    }
+    const relay = api.find('SmtpRelay', 'apps', 'mail') as any;
+    api.put({ ...relay, spec: { ...relay.spec, replicas: 1 } });
+    const res = await relays.reconcile('apps/mail');
+    expect(res).toEqual({ requeueAfterMs: 5000 });
+    expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(3);
+    expect(drain.started.map((s) => s.address)).toEqual(['10.0.0.1:9091', '10.0.0.2:9091']);
+    expect(drain.started[0]!.peers).toEqual(['mail-0.mail-headless.apps.svc:587']);
+    expect(
+      (api.find('Pod', 'apps', 'mail-1') as any).metadata.annotations['mailfleet.dev/drain-started'],
+    ).toBeDefined();
+    const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    expect(cond(r, 'Draining')).toMatchObject({ status: 'True', reason: 'ScaleDown' });
+    expect(r.status.drainingPods).toEqual(['mail-1', 'mail-2']);
+
+    // One pod still holds mail; the other is done: no shrink yet.
+    drain.states.set('10.0.0.1:9091', { state: 'drained', queued: 0 });
+    await relays.reconcile('apps/mail');
+    expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(3);
+
+    // A pod becomes unreachable: Degraded with the reason, still no shrink, retried with backoff.
+    drain.states.delete('10.0.0.2:9091');
+    expect(await relays.reconcile('apps/mail')).toEqual({ retry: true });
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'DrainFailed',
+    });
+    expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(3);
+
+    drain.states.set('10.0.0.2:9091', { state: 'drained', queued: 0 });
+    await relays.reconcile('apps/mail');
+    expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(1);
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Draining')).toMatchObject({ status: 'False' });
+  }, 30_000);
+
+  it('deletion drains every pod, then releases the finalizer', async () => {
+    const { api, relays, drain } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj({ replicas: 1 }));
+    await relays.reconcile('apps/mail');
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'mail-0', namespace: 'apps', labels: { 'app.kubernetes.io/instance': 'mail' } },
+      status: { podIP: '10.0.0.9' },
+    });
+    drain.states.set('10.0.0.9:9091', { state: 'idle', queued: 2 });
+    const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    api.put({ ...r, metadata: { ...r.metadata, deletionTimestamp: '2025-01-01T00:00:00Z' } });
+    await relays.reconcile('apps/mail');
+    expect(drain.started).toEqual([{ address: '10.0.0.9:9091', peers: [] }]);
+    expect(api.find('SmtpRelay', 'apps', 'mail')!.metadata!.finalizers).toEqual(['mailfleet.dev/drain']);
+    drain.states.set('10.0.0.9:9091', { state: 'drained', queued: 0 });
+    await relays.reconcile('apps/mail');
+    expect(api.find('SmtpRelay', 'apps', 'mail')!.metadata!.finalizers).toBeUndefined();
+  }, 30_000);
+});
+
+describe('MailDomain reconcile', () => {
+  const md = (name: string, domain: string, relay = 'mail', created = '2025-01-01T00:00:00Z') => ({
+    apiVersion: 'mailfleet.dev/v1alpha1',
+    kind: 'MailDomain',
+    metadata: { name, namespace: 'apps', generation: 1, creationTimestamp: created },
+    spec: { domain, relayRef: { name: relay } },
+  });
+
+  it('generates a DKIM key once, lists the DNS records, and reports an unknown relay', async () => {
+    const { api, domains } = setup();
+    api.put(md('example', 'example.com', 'nope'));
+    const res = await domains.reconcile('apps/example');
+    expect(res).toEqual({ requeueAfterMs: 300_000 });
+    const d = api.find('MailDomain', 'apps', 'example') as any;
+    expect(cond(d, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'RelayNotFound',
+      message: 'SmtpRelay nope does not exist in namespace apps; create it or fix spec.relayRef.name',
+    });
+    expect(cond(d, 'DKIMReady')).toMatchObject({ status: 'True' });
+    expect(cond(d, 'DNSVerified')).toMatchObject({ status: 'False', reason: 'RecordsMissing' });
+    expect(d.status.dnsRecords.map((r: any) => [r.purpose, r.name])).toEqual([
+      ['DKIM', 'mailfleet._domainkey.example.com'],
+      ['SPF', 'example.com'],
+      ['DMARC', '_dmarc.example.com'],
+    ]);
+    expect(d.status.dnsRecords[0].value).toMatch(/^v=DKIM1; k=rsa; p=MII/);
+    const key = (api.find('Secret', 'apps', 'example-dkim') as any).data['private.pem'];
+    api.writes = [];
+    await domains.reconcile('apps/example');
+    expect(api.writes).toEqual([]);
+    expect((api.find('Secret', 'apps', 'example-dkim') as any).data['private.pem']).toBe(key);
+  }, 30_000);
+
+  it('the older claim of a domain on a relay wins; the newer is told why', async () => {
+    const { api, domains } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj());
+    api.put(md('first', 'example.com', 'mail', '2025-01-01T00:00:00Z'));
+    api.put(md('second', 'Example.COM', 'mail', '2025-02-01T00:00:00Z'));
+    await domains.reconcile('apps/first');
+    await domains.reconcile('apps/second');
+    expect(cond(api.find('MailDomain', 'apps', 'first'), 'Degraded')).toMatchObject({ status: 'False' });
+    expect(cond(api.find('MailDomain', 'apps', 'second'), 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'DomainConflict',
+    });
+    expect(cond(api.find('MailDomain', 'apps', 'second'), 'Ready').message).toContain(
+      'already claimed on SmtpRelay mail by MailDomain first',
+    );
+  }, 30_000);
+
+  it('reports a referenced DKIM key Secret that is missing or of the wrong algorithm', async () => {
+    const { api, domains } = setup();
+    api.put({
+      ...md('given', 'example.org'),
+      spec: {
+        domain: 'example.org',
+        relayRef: { name: 'mail' },
+        dkim: { privateKeySecretRef: { name: 'dk' } },
+      },
+    });
+    await domains.reconcile('apps/given');
+    expect(cond(api.find('MailDomain', 'apps', 'given'), 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'SecretNotFound',
+    });
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'dk', namespace: 'apps' },
+      data: { 'private.pem': b64('junk') },
+    });
+    await domains.reconcile('apps/given');
+    expect(cond(api.find('MailDomain', 'apps', 'given'), 'Degraded')).toMatchObject({
+      reason: 'DKIMKeyInvalid',
+      message: expect.stringContaining('Secret dk key private.pem is not a PEM private key'),
+    });
+    expect(api.find('Secret', 'apps', 'dk')!.data).toEqual({ 'private.pem': b64('junk') });
+  }, 30_000);
+});
