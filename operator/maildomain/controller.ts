@@ -68,6 +68,7 @@ export class MailDomainReconciler {
     const reader = new SecretReader(this.ctx.stores.secrets, namespace, this.ctx.recent);
     const problems: Problem[] = [];
     const dkim = await this.dkim(d, reader, problems);
+    routeSecrets(d, reader, problems);
     this.ctx.refs.set(`MailDomain:${key}`, reader.read);
     const relay = this.relay(d, problems);
     const now = this.ctx.clock.now();
@@ -199,6 +200,24 @@ export class MailDomainReconciler {
       (c) =>
         (c.type === 'Degraded' && c.status === 'True') || (c.type === 'DNSVerified' && c.status === 'False'),
     );
+  }
+}
+
+/** The route's smarthost Secrets must exist, or the relay leaves the domain out of its config. */
+function routeSecrets(d: MailDomain, reader: SecretReader, problems: Problem[]) {
+  const sh = d.spec.route?.mode === 'smarthost' ? d.spec.route.smarthost : undefined;
+  if (sh?.credentialsSecretRef) {
+    for (const key of ['username', 'password']) {
+      const r = reader.key(sh.credentialsSecretRef.name, key, 'spec.route.smarthost.credentialsSecretRef');
+      if (!('value' in r)) {
+        problems.push(r);
+        break;
+      }
+    }
+  }
+  if (sh?.caSecretRef) {
+    const r = reader.key(sh.caSecretRef.name, sh.caSecretRef.key, 'spec.route.smarthost.caSecretRef');
+    if (!('value' in r)) problems.push(r);
   }
 }
 

@@ -289,4 +289,27 @@ describe('MailDomain reconcile', () => {
     });
     expect(api.find('Secret', 'apps', 'dk')!.data).toEqual({ 'private.pem': b64('junk') });
   }, 30_000);
+
+  it('reports a missing route credentials Secret', async () => {
+    const { api, domains } = setup();
+    api.put({
+      ...md('routed', 'example.net'),
+      spec: {
+        domain: 'example.net',
+        relayRef: { name: 'mail' },
+        route: {
+          mode: 'smarthost',
+          smarthost: { host: 'up.example', credentialsSecretRef: { name: 'up-creds' } },
+        },
+      },
+    });
+    await domains.reconcile('apps/routed');
+    expect(cond(api.find('MailDomain', 'apps', 'routed'), 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'SecretNotFound',
+      message: expect.stringContaining(
+        'Secret up-creds (spec.route.smarthost.credentialsSecretRef) does not exist',
+      ),
+    });
+  }, 30_000);
 });
