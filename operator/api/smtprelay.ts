@@ -339,7 +339,15 @@ export const SmtpRelaySpec = Obj(
       default: 'info',
     }),
   },
-  { description: 'Desired state of the relay fleet.' },
+  {
+    description: 'Desired state of the relay fleet.',
+    'x-kubernetes-validations': [
+      {
+        rule: '!(self.listeners.submission.enabled && self.listeners.submission.port == self.monitoring.metricsPort) && !(self.listeners.smtps.enabled && self.listeners.smtps.port == self.monitoring.metricsPort) && !(self.listeners.relay.enabled && self.listeners.relay.port == self.monitoring.metricsPort)',
+        message: 'monitoring.metricsPort must differ from the enabled listener ports',
+      },
+    ],
+  },
 );
 
 export const SmtpRelayStatus = Obj(

@@ -2,6 +2,7 @@
 import { Value } from 'typebox/value';
 import { parse, stringify } from 'yaml';
 import { RelayConfig } from '../../../relay/config/schema.js';
+import { crossFieldProblems } from '../../../relay/config/load.js';
 import { renderRelayConfig, type BoundDomain } from '../../../operator/smtprelay/config.js';
 import { PATHS, RUNTIME_KEYS } from '../../../operator/smtprelay/names.js';
 import { certificateDnsNames, renderRelay, type RenderInput } from '../../../operator/smtprelay/render.js';
@@ -247,6 +248,12 @@ describe('renderRelayConfig', () => {
     ca: true,
     smarthostCredentials: true,
     smarthostCa: false,
+  });
+
+  it('passes the relay loader cross-field checks (TLS and users for submission, distinct binds, hostname)', () => {
+    expect(crossFieldProblems(Value.Default(RelayConfig, structuredClone(config)) as RelayConfig)).toEqual(
+      [],
+    );
   });
 
   it('validates against the relay schema (the contract), also after a YAML round trip', () => {
