@@ -41,7 +41,10 @@ export interface RelayProcess {
   ports: { relay?: number; submission?: number; smtps?: number; admin: number };
   logs: LogLine[];
   stderr(): string;
+  /** The first log line (already seen or still to come) that matches. */
   waitForLog(match: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  /** The next matching log line written after this call (e.g. the next "config_reloaded"). */
+  nextLog(match: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
   /** Rewrites the config file (the relay reloads it on its own). */
   writeConfig(config: Record<string, unknown>): Promise<void>;
   admin(pathname: string, init?: RequestInit): Promise<{ status: number; body: string }>;
@@ -148,8 +151,8 @@ export async function startRelay(opts: StartOptions): Promise<RelayProcess> {
     }),
   );
   const describe = () => `relay logs:\n${logs.map((l) => JSON.stringify(l)).join('\n')}\nstderr:\n${stderr}`;
-  const waitForLog = (match: (l: LogLine) => boolean, timeoutMs = 10_000) => {
-    const seen = logs.find(match);
+  const waitForLog = (match: (l: LogLine) => boolean, timeoutMs = 10_000, from = 0) => {
+    const seen = logs.slice(from).find(match);
     if (seen) return Promise.resolve(seen);
     return new Promise<LogLine>((resolve, reject) => {
       const w = { match, resolve };
@@ -193,7 +196,8 @@ export async function startRelay(opts: StartOptions): Promise<RelayProcess> {
     },
     logs,
     stderr: () => stderr,
-    waitForLog,
+    waitForLog: (match, timeoutMs) => waitForLog(match, timeoutMs),
+    nextLog: (match, timeoutMs) => waitForLog(match, timeoutMs, logs.length),
     writeConfig: async (config) => {
       const tmp = `${configFile}.tmp`;
       await fs.writeFile(tmp, YAML.stringify(config));

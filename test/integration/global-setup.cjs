@@ -21,6 +21,8 @@ module.exports = async function buildRelayOnce() {
       },
     },
   );
+  // Not incremental on purpose: a build info file would skip emitting into a dist/ that another
+  // `npm run build` rewrote meanwhile (several people and runs share dist/ in one tree).
   const program = ts.createProgram({
     rootNames: [path.join(root, 'relay/cli.ts')],
     options: parsed.options,
