@@ -47,3 +47,18 @@ app.kubernetes.io/component: operator
 {{- define "mailfleet.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+Label whose value Prometheus Operator monitors use as the job label (jobLabel), so every release's
+operator is scraped as job="mailfleet-operator" and the alert rules can name it.
+*/}}
+{{- define "mailfleet.metricsJobLabel" -}}
+mailfleet.dev/metrics-job
+{{- end }}
+
+{{/* True ("true") when the cluster serves the Prometheus Operator kind given as the argument's .kind. */}}
+{{- define "mailfleet.hasMonitoringKind" -}}
+{{- if .root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind) -}}
+true
+{{- end -}}
+{{- end }}
