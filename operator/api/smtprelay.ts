@@ -130,10 +130,11 @@ export const TlsSpec = Obj(
 export const SmtpUser = Obj(
   {
     name: Str({
-      description: 'SMTP AUTH user name.',
+      description:
+        'SMTP AUTH user name (letters, digits, ".", "_" and "-"; it is also the key of its password in the credentials Secret).',
       minLength: 1,
       maxLength: 128,
-      pattern: '^[A-Za-z0-9][A-Za-z0-9._@+-]*$',
+      pattern: '^[A-Za-z0-9][-._A-Za-z0-9]*$',
     }),
     passwordSecretRef: Optional(
       SecretKeyRef(
