@@ -18,6 +18,7 @@
  *   rcpt:    { "<address>": reply text } per recipient; rcptDefault: reply text for the others
  *   data:    reply text for the message ("451 4.3.0 later", "554 5.6.0 no"), "drop" (close the connection
  *            after the body, before replying) or "stall" (never reply)
+ *   dataDelayMs: accept messages only after this delay (a slow server)
  *
  * Output (stdout, one JSON object per line): {"event":"ready","port"} once listening; {"event":"connect",
  * "secure"} per session; {"event":"auth","user"}; {"event":"message","n","from","to":[…],"size","ehlo",
@@ -35,6 +36,7 @@ interface Rules {
   rcpt?: Record<string, string>;
   rcptDefault?: string;
   data?: string;
+  dataDelayMs?: number;
 }
 interface Options {
   host?: string;
@@ -141,7 +143,9 @@ const serverOptions: SMTPServerOptions = {
         messageId: header(raw, 'Message-ID'),
         file,
       });
-      cb(null, `2.0.0 Ok: queued as downstream-${n}`);
+      const ok = () => cb(null, `2.0.0 Ok: queued as downstream-${n}`);
+      if (rules.dataDelayMs) setTimeout(ok, rules.dataDelayMs);
+      else ok();
     });
   },
 };

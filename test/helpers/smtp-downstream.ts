@@ -23,6 +23,8 @@ export interface DownstreamRules {
   rcptDefault?: string;
   /** A reply for the message, "drop" or "stall". */
   data?: string;
+  /** Accept messages only after this delay (a slow server). */
+  dataDelayMs?: number;
 }
 
 export interface DownstreamOptions {
