@@ -5,7 +5,7 @@
  *  - Syntax: a full address with a valid domain (553 5.1.3). Address literals ("user@[192.0.2.1]") and
  *    the bare "postmaster" are refused: this relay has no local mailboxes and only forwards by domain.
  *    A non-ASCII local part needs SMTPUTF8 (553 5.6.7).
- *  - Count: at most limits.maxRecipients distinct recipients (452 4.5.3; RFC 5321 §4.5.3.1.8 says the
+ *  - Count: at most limits.maxRecipients distinct recipients (452 4.5.3; RFC 5321 §4.5.3.1.10 says the
  *    client then sends the rest in another transaction). Repeating a recipient does not count twice.
  *  - Domain (RFC 5321 §5.1): MX records, else an A/AAAA record (implicit MX) → accept. Null MX
  *    (RFC 7505) → 556 5.1.10. NXDOMAIN, or no MX and no address → 550 5.1.2. Timeout, SERVFAIL or
