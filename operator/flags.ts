@@ -1,5 +1,6 @@
 /** Command-line flags of mailfleet-operator (controller-runtime's names where they exist). Pure: argv in, config out. */
 import { parseArgs } from 'node:util';
+import { parseNetworks } from '../relay/policy/network.js';
 import type { LogLevel } from './runtime/logger.js';
 import type { ManagerConfig } from './manager.js';
 
@@ -18,6 +19,7 @@ export const USAGE = `Usage: mailfleet-operator [flags]
   --dns-check-interval DURATION      how often MailDomain DNS records are looked up (default: 5m)
   --sync-period DURATION             how often every object is reconciled anyway (default: 10m)
   --drain-poll-interval DURATION     how often a drain in progress is polled (default: 5s)
+  --drain-networks a,b               CIDRs of pod IPs the operator may connect to for drains (default: any)
   --workers N                        concurrent reconciles per controller (default: 2)
   --help
 `;
@@ -49,6 +51,14 @@ function bool(v: string | boolean | undefined, name: string): boolean {
   throw new Error(`--${name} takes true or false, not "${v}"`);
 }
 
+function drainNetworks(v: string | undefined): string[] | undefined {
+  const cidrs = list(v);
+  if (!cidrs?.length) return undefined;
+  const { errors } = parseNetworks(cidrs);
+  if (errors.length) throw new Error(`--drain-networks${errors.join('; ')}`);
+  return cidrs;
+}
+
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /**
@@ -76,6 +86,7 @@ export function parseFlags(argv: string[], podNamespace?: string): CliConfig | '
       'dns-check-interval': { type: 'string', default: '5m' },
       'sync-period': { type: 'string', default: '10m' },
       'drain-poll-interval': { type: 'string', default: '5s' },
+      'drain-networks': { type: 'string' },
       workers: { type: 'string', default: '2' },
       help: { type: 'boolean' },
     },
@@ -106,6 +117,7 @@ export function parseFlags(argv: string[], podNamespace?: string): CliConfig | '
     dnsCheckIntervalMs: parseDuration(values['dns-check-interval']),
     syncPeriodMs: parseDuration(values['sync-period']),
     drainPollMs: parseDuration(values['drain-poll-interval']),
+    drainNetworks: drainNetworks(values['drain-networks']),
     featureCheckIntervalMs: 60_000,
     workers,
   };

@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
+import { parseNetworks } from '../relay/policy/network.js';
 import type { MailDomain } from './api/maildomain.js';
 import {
   emptyStore,
@@ -56,6 +57,8 @@ export interface ManagerConfig {
   dnsCheckIntervalMs: number;
   syncPeriodMs: number;
   drainPollMs: number;
+  /** CIDRs of pod IPs the operator may connect to for drains; undefined: any. */
+  drainNetworks?: string[];
   featureCheckIntervalMs: number;
   workers: number;
 }
@@ -165,6 +168,7 @@ class Manager {
       image: cfg.relayImage,
       drain,
       drainPollMs: cfg.drainPollMs,
+      drainNetworks: cfg.drainNetworks ? parseNetworks(cfg.drainNetworks).networks : undefined,
     });
     const domainRec = new MailDomainReconciler(this.ctx, { dns, dnsCheckIntervalMs: cfg.dnsCheckIntervalMs });
     this.relayController = new Controller(

@@ -24,6 +24,7 @@ import { errorMessage } from '../runtime/logger.js';
 import type { PolicyRule } from '../runtime/rbac.js';
 import { Kinds } from '../runtime/resources.js';
 import { renderRelayConfig } from './config.js';
+import { isAddressAllowed, type Network } from '../../relay/policy/network.js';
 import { podAdminAddress, type DrainClient } from './drain.js';
 import { gatherMaterial } from './material.js';
 import {
@@ -64,6 +65,11 @@ export interface RelayControllerOptions {
   drain: DrainClient;
   /** How often to poll a drain in progress. */
   drainPollMs: number;
+  /**
+   * Networks the operator may connect to for drains (--drain-networks); undefined: any. A pod outside them
+   * counts as unreachable, so a test cluster whose fake pod IPs route nowhere is never contacted.
+   */
+  drainNetworks?: readonly Network[];
 }
 
 const DRAIN_POLL_FALLBACK_MS = 5000;
@@ -227,23 +233,9 @@ export class SmtpRelayReconciler {
     const port = relay.spec.monitoring.metricsPort;
     const views: PodView[] = [];
     for (const p of pods) {
-      const podName = p.metadata?.name ?? '';
-      const ordinal = podOrdinal(names(relay.metadata.name).statefulSet, podName);
-      const address = p.metadata?.deletionTimestamp ? undefined : podAdminAddress(p, port);
-      const startedRaw = p.metadata?.annotations?.[DRAIN_STARTED_ANNOTATION];
-      const view: PodView = {
-        name: podName,
-        ordinal,
-        address,
-        drainStartedAt: startedRaw ? Date.parse(startedRaw) : undefined,
-      };
-      if (ordinal >= from && ordinal < to && address) {
-        try {
-          view.drain = await this.opts.drain.status(address, token);
-        } catch (e) {
-          view.drain = { error: errorMessage(e) };
-        }
-      }
+      const view = podView(relay, p, port);
+      if (view.ordinal >= from && view.ordinal < to && view.address)
+        view.drain = await this.drainStatus(p, view.address, token);
       views.push(view);
     }
     return planScale({
@@ -256,6 +248,19 @@ export class SmtpRelayReconciler {
       nowMs: this.ctx.clock.now(),
       drainTimeoutMs: relay.spec.drain.timeoutSeconds * 1000,
     });
+  }
+
+  /** GET /drain on a pod, or why the operator did not or could not ask. */
+  private async drainStatus(pod: KubeObject, address: string, token: string): Promise<PodView['drain']> {
+    const ip = (pod.status as { podIP?: string } | undefined)?.podIP ?? '';
+    if (this.opts.drainNetworks && !isAddressAllowed(ip, this.opts.drainNetworks)) {
+      return { error: `pod IP ${ip} is outside --drain-networks; the operator does not connect to it` };
+    }
+    try {
+      return await this.opts.drain.status(address, token);
+    } catch (e) {
+      return { error: errorMessage(e) };
+    }
   }
 
   /** Starts drains, marks drained pods, restarts pods whose drain was called off. */
@@ -442,6 +447,17 @@ export class SmtpRelayReconciler {
           c.reason !== 'Draining'),
     );
   }
+}
+
+function podView(relay: SmtpRelay, p: KubeObject, adminPort: number): PodView {
+  const name = p.metadata?.name ?? '';
+  const startedRaw = p.metadata?.annotations?.[DRAIN_STARTED_ANNOTATION];
+  return {
+    name,
+    ordinal: podOrdinal(names(relay.metadata.name).statefulSet, name),
+    address: p.metadata?.deletionTimestamp ? undefined : podAdminAddress(p, adminPort),
+    drainStartedAt: startedRaw ? Date.parse(startedRaw) : undefined,
+  };
 }
 
 function statusTls(conds: Condition[] | undefined) {

@@ -8,6 +8,7 @@ import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';
 import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain.js';
 import { FakeClock } from './fake-clock.js';
 import { FakeApi } from './fake-api.js';
+import { parseNetworks } from '../../../relay/policy/network.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
@@ -25,7 +26,7 @@ class FakeDrain implements DrainClient {
   }
 }
 
-function setup() {
+function setup(drainNetworks?: string[]) {
   const api = new FakeApi();
   const clock = new FakeClock();
   const events: Array<{ type: string; reason: string; message: string }> = [];
@@ -43,7 +44,12 @@ function setup() {
     refs: new ReferenceIndex(),
   };
   const drain = new FakeDrain();
-  const relays = new SmtpRelayReconciler(ctx, { image: 'img:1', drain, drainPollMs: 5000 });
+  const relays = new SmtpRelayReconciler(ctx, {
+    image: 'img:1',
+    drain,
+    drainPollMs: 5000,
+    drainNetworks: drainNetworks ? parseNetworks(drainNetworks).networks : undefined,
+  });
   const dns: TxtLookup = { txt: () => Promise.resolve([]) };
   const domains = new MailDomainReconciler(ctx, { dns, dnsCheckIntervalMs: 300_000 });
   return { api, clock, ctx, drain, relays, domains, events };
@@ -184,6 +190,33 @@ describe('SmtpRelay reconcile', () => {
     await relays.reconcile('apps/mail');
     expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(1);
     expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Draining')).toMatchObject({ status: 'False' });
+  }, 30_000);
+
+  it('never connects to pod IPs outside --drain-networks', async () => {
+    const { api, relays, drain } = setup(['127.0.0.0/8']);
+    api.put(tlsSecret);
+    api.put(relayObj({ replicas: 2 }));
+    await relays.reconcile('apps/mail');
+    for (const [i, ip] of [
+      [0, '127.0.0.10'],
+      [1, '10.244.0.7'],
+    ] as const) {
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: `mail-${i}`, namespace: 'apps', labels: { 'app.kubernetes.io/instance': 'mail' } },
+        status: { podIP: ip },
+      });
+    }
+    drain.states.set('10.244.0.7:9091', { state: 'idle', queued: 0 });
+    const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    api.put({ ...r, spec: { ...r.spec, replicas: 1 } });
+    expect(await relays.reconcile('apps/mail')).toEqual({ retry: true });
+    expect(drain.started).toEqual([]);
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Degraded').message).toContain(
+      'pod IP 10.244.0.7 is outside --drain-networks',
+    );
+    expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(2);
   }, 30_000);
 
   it('deletion drains every pod, then releases the finalizer', async () => {

@@ -99,6 +99,9 @@ describe('flags', () => {
     expect(parseFlags(['--leader-elect=false'])).toMatchObject({ leaderElect: false, namespaces: undefined });
     expect(parseFlags([], 'in-cluster-ns')).toMatchObject({ leaderElectionNamespace: 'in-cluster-ns' });
     expect(parseFlags(['--help'])).toBe('help');
+    expect(parseFlags(['--drain-networks', '127.0.0.0/8,::1/128'])).toMatchObject({
+      drainNetworks: ['127.0.0.0/8', '::1/128'],
+    });
   });
 
   it('refuses what it cannot use, naming the flag', () => {
@@ -106,6 +109,7 @@ describe('flags', () => {
     expect(() => parseFlags(['--log-level', 'loud'])).toThrow('--log-level');
     expect(() => parseFlags(['--bogus'])).toThrow();
     expect(() => parseDuration('5 minutes')).toThrow('invalid duration');
+    expect(() => parseFlags(['--drain-networks', '10.0.0.1/8'])).toThrow('--drain-networks[0]');
     expect(parseDuration('1.5s')).toBe(1500);
   });
 
