@@ -6,6 +6,7 @@
  * rules/mailfleet.rules.yaml, dashboards as sidecar ConfigMaps, and values.schema.json errors that name
  * the field. helm comes from the control-plane harness build (see tools.ts).
  */
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-return -- rendered manifests are untyped YAML */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -174,7 +175,7 @@ describe('helm chart', () => {
     for (const cm of cms) {
       expect(cm.metadata.labels.grafana_dashboard).toBe('1');
       expect(cm.metadata.annotations.grafana_folder).toBe('Mail');
-      const [[key, json]] = Object.entries(cm.data as Record<string, string>);
+      const [key, json] = Object.entries(cm.data as Record<string, string>)[0]!;
       const file = dashboardFiles().find((f) => key === `mailfleet-${path.basename(f)}`)!;
       expect(JSON.parse(json)).toEqual(JSON.parse(readFileSync(file, 'utf8')));
     }

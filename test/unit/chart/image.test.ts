@@ -34,7 +34,12 @@ const finalStage = instructions.slice(instructions.lastIndexOf(stages[stages.len
 
 describe('Dockerfile', () => {
   it('passes the dockerfile-utils linter', () => {
-    expect(validate(dockerfile, {}).map((d) => `line ${d.range.start.line + 1}: ${d.message}`)).toEqual([]);
+    expect(
+      validate(dockerfile, {}).map(
+        (d) =>
+          `line ${d.range.start.line + 1}: ${typeof d.message === 'string' ? d.message : d.message.value}`,
+      ),
+    ).toEqual([]);
   });
 
   it('is multi-stage on a pinned Node 24 slim base, the version scripts/node.sh provisions', () => {
