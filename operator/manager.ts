@@ -265,6 +265,8 @@ class Manager {
       'operator starting',
     );
     await Promise.all(this.informers.map((i) => i.start()));
+    await Promise.all(this.informers.map((i) => i.waitForSync()));
+    if (this.stopped) return { metricsPort: m?.port, probePort: p?.port };
     if (!this.cfg.leaderElect) {
       this.metrics.leader.set({ name: this.cfg.leaderElectionId }, 1);
       this.startControllers();
@@ -353,6 +355,7 @@ class Manager {
       );
       inf.on((_e, o) => this.enqueueOwner(o));
       await inf.start();
+      await inf.waitForSync();
       this.optional.set(storeName, inf);
       store = inf;
     }

@@ -30,12 +30,15 @@ interface Member {
   informer: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
   synced: boolean;
   failures: number;
+  /** Errors seen so far; start() resolves even when its list failed, so this tells whether it did. */
+  errors: number;
   timer?: unknown;
 }
 
 export class ManagedInformer implements Store {
   private readonly members: Member[];
   private readonly handlers: Handler[] = [];
+  private readonly syncWaiters: Array<() => void> = [];
   private stopped = false;
 
   constructor(
@@ -53,14 +56,17 @@ export class ManagedInformer implements Store {
     this.members = scopes.map((namespace) => {
       const list = () => api.list(type, namespace, labelSelector) as never;
       const informer = makeInformer<KubernetesObject>(kc, resourcePath(type, namespace), list, labelSelector);
-      const m: Member = { namespace, informer, synced: false, failures: 0 };
+      const m: Member = { namespace, informer, synced: false, failures: 0, errors: 0 };
       informer.on('add', (o) => this.emit('add', o as KubeObject));
       informer.on('update', (o) => this.emit('update', o as KubeObject));
       informer.on('delete', (o) => this.emit('delete', o as KubeObject));
       informer.on('connect', () => {
         m.failures = 0;
       });
-      informer.on('error', (err: unknown) => this.restart(m, err));
+      informer.on('error', (err: unknown) => {
+        m.errors++;
+        this.restart(m, err);
+      });
       return m;
     });
   }
@@ -77,8 +83,23 @@ export class ManagedInformer implements Store {
     await Promise.all(this.members.map((m) => this.startMember(m)));
   }
 
+  /**
+   * Resolves once every member's initial list is in the cache (or the informer is stopped). Controllers
+   * start only after this: reconciling against an empty cache would regenerate what already exists.
+   */
+  waitForSync(): Promise<void> {
+    if (this.synced || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => this.syncWaiters.push(resolve));
+  }
+
+  private notifySync(): void {
+    if (!this.synced && !this.stopped) return;
+    for (const w of this.syncWaiters.splice(0)) w();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    this.notifySync();
     for (const m of this.members) if (m.timer !== undefined) this.clock.clearTimeout(m.timer);
     await Promise.all(this.members.map((m) => m.informer.stop()));
   }
@@ -105,9 +126,11 @@ export class ManagedInformer implements Store {
   }
 
   private async startMember(m: Member): Promise<void> {
+    const errorsBefore = m.errors;
     try {
       await m.informer.start();
-      m.synced = true;
+      if (m.errors === errorsBefore) m.synced = true;
+      this.notifySync();
     } catch (e) {
       this.restart(m, e);
     }
