@@ -7,80 +7,90 @@
 #   build.sh --locate   print the bin directory if it is built; exit 3 with a message if not
 #
 # The cache directory is keyed by everything that changes the binaries: go.mod, go.sum, the kubetools
-# sources, this script and the Go version. Override its parent with MAILFLEET_CLUSTER_CACHE.
+# sources, the build flags and the Go version. Override its parent with MAILFLEET_CLUSTER_CACHE.
 # Needs Go (the version in go.mod's go line or newer) and the Go module proxy; nothing else.
+# (All code is in functions, so editing this file while it runs cannot change what a running build does.)
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-cache="${MAILFLEET_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailfleet/cluster}"
-mode="${1:-build}"
 
 die() {
   echo "mailfleet cluster: $*" >&2
   exit 1
 }
 
-command -v go >/dev/null 2>&1 || die "needs Go on PATH (see test/cluster/go.mod for the version)"
-export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
-cd "$here"
+# Sets kube_version, helm_version, programs, buildflags, dir, bin.
+configure() {
+  kube_version="$(awk '$1 == "k8s.io/kubernetes" { print $2 }' go.mod)"
+  helm_version="$(awk '$1 == "helm.sh/helm/v4" { print $2 }' go.mod)"
+  programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages helm)
+  local ldflags=(-s -w) pkg minor="${kube_version#v1.}"
+  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ldflags+=(
+      "-X $pkg.gitVersion=$kube_version"
+      "-X $pkg.gitMajor=1"
+      "-X $pkg.gitMinor=${minor%%.*}"
+      "-X $pkg.gitTreeState=clean"
+    )
+  done
+  ldflags+=("-X helm.sh/helm/v4/internal/version.version=$helm_version")
+  buildflags=(-trimpath "-ldflags=${ldflags[*]}")
+  local key
+  key="$(
+    {
+      go version
+      echo "${buildflags[*]} ${programs[*]} $CGO_ENABLED"
+      cat go.mod go.sum kubetools/*.go
+    } | sha256sum | cut -c1-16
+  )"
+  dir="$cache/kube-$kube_version-$key"
+  bin="$dir/bin"
+}
 
-kube_version="$(awk '$1 == "k8s.io/kubernetes" { print $2 }' go.mod)"
-helm_version="$(awk '$1 == "helm.sh/helm/v4" { print $2 }' go.mod)"
-key="$(
-  {
-    go version
-    cat go.mod go.sum build.sh kubetools/*.go
-  } | sha256sum | cut -c1-16
-)"
-dir="$cache/kube-$kube_version-$key"
-bin="$dir/bin"
-programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages helm)
+build() {
+  echo "mailfleet cluster: building Kubernetes $kube_version control plane, etcd, kwok, helm $helm_version into $dir" >&2
+  local start=$SECONDS tmp="$dir.partial" p
+  rm -rf "$tmp"
+  mkdir -p "$tmp/bin"
+  # One multi-call binary: the programs share most packages, and one link costs less than seven
+  # (measured: 16 s for this link against 38 s for seven separate binaries, same package cache).
+  go build "${buildflags[@]}" -o "$tmp/bin/kubetools" ./kubetools
+  for p in "${programs[@]}"; do ln -s kubetools "$tmp/bin/$p"; done
+  "$tmp/bin/kube-apiserver" --version >/dev/null
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  echo "kube=$kube_version helm=$helm_version go=$(go env GOVERSION) built_in=$((SECONDS - start))s" >"$dir/complete"
+  echo "mailfleet cluster: built in $((SECONDS - start)) s" >&2
+  # Keep the three newest builds (other checkouts may pin other versions); older ones go.
+  ls -1dt "$cache"/kube-*/ 2>/dev/null | grep -v '\.partial/$' | tail -n +4 | xargs -r rm -rf
+}
 
-if [ -f "$dir/complete" ]; then
+main() {
+  local here mode="${1:-build}"
+  here="$(cd "$(dirname "$0")" && pwd)"
+  cache="${MAILFLEET_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailfleet/cluster}"
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
+  command -v go >/dev/null 2>&1 || die "needs Go on PATH (see test/cluster/go.mod for the version)"
+  export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
+  cd "$here"
+  configure
+
+  if [ -f "$dir/complete" ]; then
+    echo "$bin"
+    return 0
+  fi
+  if [ "$mode" = --locate ]; then
+    echo "mailfleet cluster: the control-plane binaries for test/cluster/go.mod are not built (expected in $dir);" >&2
+    echo "mailfleet cluster: run \`npm run cluster:build\` (or scripts/test.sh), which needs Go and about 10 minutes cold" >&2
+    exit 3
+  fi
+  [ "$mode" = build ] || die "unknown argument $mode (use --locate or nothing)"
+
+  mkdir -p "$cache"
+  # One build at a time per cache (several checkouts or shells may ask at once); the others then
+  # reuse the winner's result.
+  exec 9>"$cache/.lock"
+  flock 9
+  [ -f "$dir/complete" ] || build
   echo "$bin"
-  exit 0
-fi
-if [ "$mode" = --locate ]; then
-  echo "mailfleet cluster: the control-plane binaries for test/cluster/go.mod are not built (expected in $dir);" >&2
-  echo "mailfleet cluster: run \`npm run cluster:build\` (or scripts/test.sh), which needs Go and about 10 minutes cold" >&2
-  exit 3
-fi
-[ "$mode" = build ] || die "unknown argument $mode (use --locate or nothing)"
+}
 
-mkdir -p "$cache"
-# One build at a time per cache (several checkouts or shells may ask at once); the winner's result is
-# reused by the others.
-exec 9>"$cache/.lock"
-flock 9
-if [ -f "$dir/complete" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-echo "mailfleet cluster: building Kubernetes $kube_version control plane, etcd, kwok, helm $helm_version into $dir" >&2
-start=$SECONDS
-tmp="$dir.partial"
-rm -rf "$tmp"
-mkdir -p "$tmp/bin"
-ldflags=(-s -w)
-for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  minor="${kube_version#v1.}"
-  ldflags+=(
-    "-X $pkg.gitVersion=$kube_version"
-    "-X $pkg.gitMajor=1"
-    "-X $pkg.gitMinor=${minor%%.*}"
-    "-X $pkg.gitTreeState=clean"
-  )
-done
-ldflags+=("-X helm.sh/helm/v4/internal/version.version=$helm_version")
-# One multi-call binary: the programs share most packages, and one link costs less than seven
-# (measured: 16 s for this link against 38 s for seven separate binaries, same package cache).
-go build -trimpath -ldflags="${ldflags[*]}" -o "$tmp/bin/kubetools" ./kubetools
-for p in "${programs[@]}"; do ln -s kubetools "$tmp/bin/$p"; done
-"$tmp/bin/kube-apiserver" --version >/dev/null
-rm -rf "$dir"
-mv "$tmp" "$dir"
-echo "kube=$kube_version helm=$helm_version go=$(go env GOVERSION) built_in=$((SECONDS - start))s" >"$dir/complete"
-echo "mailfleet cluster: built in $((SECONDS - start)) s" >&2
-# Keep the three newest builds (other checkouts may use other versions); older ones go.
-ls -1dt "$cache"/kube-*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
-echo "$bin"
+main "$@"

@@ -509,7 +509,7 @@ function newClusterInfo(opts: StartOptions, binDir: string, apiserverPort: numbe
   const count = opts.nodes ?? 3;
   const version = fs
     .readFileSync(path.join(repoRoot(), 'test/cluster/go.mod'), 'utf8')
-    .match(/k8s\.io\/kubernetes (v\S+)/);
+    .match(/^\s*k8s\.io\/kubernetes (v\S+)/m);
   return {
     stateDir,
     binDir,

@@ -151,10 +151,16 @@ export class Cluster {
     return this.tool('helm', args, opts);
   }
 
-  /** Creates a namespace named `<prefix>-<random>` and returns its name. */
+  /**
+   * Creates a namespace named `<prefix>-<random>` and returns its name once its "default" ServiceAccount
+   * exists (the controller manager adds it; until then the API server refuses pods there).
+   */
   async createNamespace(prefix = 'e2e'): Promise<string> {
     const name = `${prefix}-${randomBytes(3).toString('hex')}`;
     await this.kubectl(['create', 'namespace', name]);
+    await this.waitFor(`ServiceAccount ${name}/default`, async () =>
+      this.get('serviceaccount/default', { namespace: name }),
+    );
     return name;
   }
 
