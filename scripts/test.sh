@@ -11,4 +11,7 @@ npm run lint
 npm run format:check
 npm run typecheck
 npm run build
+# The e2e control plane (test/cluster/): built from Go modules into ~/.cache/mailfleet/cluster once
+# (about 10 minutes on 2 cores), reused after that.
+bash test/cluster/build.sh >/dev/null
 npm test
