@@ -153,7 +153,8 @@ export class Drainer {
   }
 
   private checkEmpty(): void {
-    if (this.state === 'draining' && this.opts.spool.count === 0) {
+    // Nothing queued and no attempt still settling (its counters are final when we say drained).
+    if (this.state === 'draining' && this.opts.spool.count === 0 && this.opts.queue.counts().active === 0) {
       this.state = 'drained';
       this.log.info({ event: 'drained', ...this.counts }, 'drained: the queue is empty');
     }
