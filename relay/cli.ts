@@ -19,7 +19,7 @@ import { hashPassword } from './auth/passwords.js';
 import { defaultConfig, DEFAULT_PORTS } from './config/default.js';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.js';
 import { createLogger } from './log.js';
-import { startRelay } from './main.js';
+import { startRelay, type Relay } from './main.js';
 import { buildRuntime, RuntimeError } from './runtime.js';
 import { drainCommand, queueCommand } from './delivery/cli.js';
 
@@ -140,7 +140,31 @@ async function runCommand(args: string[]): Promise<number> {
     log.fatal({ err }, 'uncaught exception; exiting');
     process.exit(70);
   });
-  let relay;
+  // Signal handlers go in before the relay starts: a SIGTERM during start-up (the pod deleted while
+  // it was coming up) must still end in a graceful stop, not the default kill.
+  let relay: Relay | undefined;
+  let stopRequested = false;
+  let signals = 0;
+  const stopAndExit = (r: Relay) =>
+    r.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.fatal({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  const onStop = (signal: string) => {
+    if (++signals > 1) {
+      log.warn({ signal }, 'second signal: exiting at once');
+      process.exit(1);
+    }
+    log.info({ signal }, 'signal received');
+    stopRequested = true;
+    if (relay) void stopAndExit(relay);
+  };
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
+  process.on('SIGHUP', () => void relay?.reload());
   try {
     relay = await startRelay({
       loaded,
@@ -154,25 +178,8 @@ async function runCommand(args: string[]): Promise<number> {
     log.fatal({ err }, 'relay failed to start');
     return 1;
   }
-  if (!loaded.file) printQuickstart(relay.listeners.relay?.port, relay.admin.port, relay.spool.dir);
-  let signals = 0;
-  const onStop = (signal: string) => {
-    if (++signals > 1) {
-      log.warn({ signal }, 'second signal: exiting at once');
-      process.exit(1);
-    }
-    log.info({ signal }, 'signal received');
-    relay.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.fatal({ err }, 'error while stopping');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', onStop);
-  process.on('SIGINT', onStop);
-  process.on('SIGHUP', () => void relay.reload());
+  if (stopRequested) void stopAndExit(relay);
+  else if (!loaded.file) printQuickstart(relay.listeners.relay?.port, relay.admin.port, relay.spool.dir);
   return new Promise<number>(() => undefined); // runs until a signal ends the process
 }
 
