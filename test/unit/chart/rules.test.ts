@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { RULES_FILE, readRules } from './observability.js';
+import { REPO_ROOT, RULES_FILE, readRules } from './observability.js';
 import { promtool, run } from './tools.js';
 
 const TESTS_FILE = path.join(__dirname, 'rules', 'mailfleet.rules.test.yaml');
@@ -47,5 +47,21 @@ describe('alert rules (promtool)', () => {
         expect.stringMatching(/operations\.md#/),
       ]);
     }
+  });
+
+  it('link runbooks to sections that exist in docs/operations.md', () => {
+    const guide = readFileSync(path.join(REPO_ROOT, 'docs', 'operations.md'), 'utf8');
+    const slugs = new Set(
+      [...guide.matchAll(/^#+ (.+)$/gm)].map((m) =>
+        m[1]!
+          .toLowerCase()
+          .replace(/[^a-z0-9 -]/g, '')
+          .replace(/ /g, '-'),
+      ),
+    );
+    const anchors = readRules()
+      .groups.flatMap((g) => g.rules as Array<{ annotations?: Record<string, string> }>)
+      .map((r) => r.annotations!.runbook_url!.split('#')[1]!);
+    expect(anchors.filter((a) => !slugs.has(a))).toEqual([]);
   });
 });
