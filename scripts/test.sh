@@ -14,4 +14,7 @@ npm run build
 # The e2e control plane (test/cluster/): built from Go modules into ~/.cache/mailfleet/cluster once
 # (about 10 minutes on 2 cores), reused after that.
 bash test/cluster/build.sh >/dev/null
+# promtool for the alert-rule tests (test/tools/promtool/): built once into ~/.cache/mailfleet/tools
+# (about 4 CPU-minutes cold), reused after that.
+bash test/tools/promtool/build.sh >/dev/null
 npm test
