@@ -35,7 +35,7 @@ import {
   names,
   podDnsName,
 } from './names.js';
-import { renderRelay } from './render.js';
+import { renderCertificate, renderRelay } from './render.js';
 import { drainTargets, planScale, podOrdinal, type PodView, type ScalePlan } from './scale.js';
 import { computeStatus, type Problem } from './status.js';
 
@@ -135,11 +135,14 @@ export class SmtpRelayReconciler {
         statefulSetReplicas: plan.statefulSetReplicas,
         storage,
         serviceMonitor: ctx.features.serviceMonitors && relay.spec.monitoring.serviceMonitor.enabled,
-        certificate: ctx.features.certManager && !!relay.spec.tls.issuerRef && !relay.spec.tls.secretName,
+        certificate: this.wantsCertificate(relay),
       });
       for (const o of objects) await applyIfChanged(ctx, this.storeOf(o), o);
       await this.prune(relay, objects);
       await this.act(relay, plan, pods, m.adminToken, now);
+    } else if (this.wantsCertificate(relay)) {
+      // cert-manager issues the Secret TLS waits for only once the Certificate exists.
+      await applyIfChanged(ctx, ctx.stores.certificates, renderCertificate(relay));
     }
     const domains = m.domains.map((b) => b.domain.spec.domain.toLowerCase());
     const status = computeStatus(
@@ -159,6 +162,10 @@ export class SmtpRelayReconciler {
     );
     await this.writeStatus(relay, status);
     return this.next(plan, m.blocking, m.renewAt, now);
+  }
+
+  private wantsCertificate(relay: SmtpRelay): boolean {
+    return this.ctx.features.certManager && !!relay.spec.tls.issuerRef && !relay.spec.tls.secretName;
   }
 
   private next(

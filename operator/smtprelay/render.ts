@@ -264,7 +264,8 @@ export function certificateDnsNames(relay: SmtpRelay): string[] {
   ];
 }
 
-function certificate(relay: SmtpRelay): KubeObject {
+/** The cert-manager Certificate of an SmtpRelay with spec.tls.issuerRef. */
+export function renderCertificate(relay: SmtpRelay): KubeObject {
   const ref = relay.spec.tls.issuerRef!;
   return {
     apiVersion: 'cert-manager.io/v1',
@@ -301,6 +302,6 @@ export function renderRelay(input: RenderInput): KubeObject[] {
   out.push(renderStatefulSet(input));
   out.push(pdb(relay));
   if (input.serviceMonitor) out.push(serviceMonitor(relay));
-  if (input.certificate) out.push(certificate(relay));
+  if (input.certificate) out.push(renderCertificate(relay));
   return out;
 }

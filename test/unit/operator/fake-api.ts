@@ -6,7 +6,6 @@
  * the object (status apply replaces status; metadata-only applies merge finalizers).
  */
 import type { Stores } from '../../../operator/context.js';
-import { emptyStore } from '../../../operator/context.js';
 import type { Store } from '../../../operator/runtime/informer.js';
 import type { KubeApi, KubeList, KubeObject } from '../../../operator/runtime/kube.js';
 import { kindOf, type ResourceType } from '../../../operator/runtime/resources.js';
@@ -53,8 +52,8 @@ export class FakeApi implements KubeApi {
       statefulSets: this.store('StatefulSet'),
       pods: this.store('Pod'),
       pdbs: this.store('PodDisruptionBudget'),
-      serviceMonitors: emptyStore,
-      certificates: emptyStore,
+      serviceMonitors: this.store('ServiceMonitor'),
+      certificates: this.store('Certificate'),
     };
   }
 

@@ -219,6 +219,28 @@ describe('SmtpRelay reconcile', () => {
     expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(2);
   }, 30_000);
 
+  it('cert-manager mode: renders the Certificate while waiting for its Secret, then rolls out', async () => {
+    const { api, relays, ctx } = setup();
+    ctx.features.certManager = true;
+    api.put({ ...relayObj(), spec: { tls: { issuerRef: { name: 'ca-issuer' } } } });
+    await relays.reconcile('apps/mail');
+    const cert = api.find('Certificate', 'apps', 'mail') as any;
+    expect(cert.spec).toMatchObject({
+      secretName: 'mail-certmanager-tls',
+      issuerRef: { name: 'ca-issuer', kind: 'Issuer', group: 'cert-manager.io' },
+    });
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'TLSReady')).toMatchObject({
+      status: 'False',
+      reason: 'SecretNotFound',
+    });
+    expect(api.find('StatefulSet', 'apps', 'mail')).toBeUndefined();
+    api.put({ ...tlsSecret, metadata: { name: 'mail-certmanager-tls', namespace: 'apps' } });
+    await relays.reconcile('apps/mail');
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'TLSReady')).toMatchObject({ status: 'True' });
+    expect(api.find('StatefulSet', 'apps', 'mail')).toBeDefined();
+    expect((api.find('SmtpRelay', 'apps', 'mail') as any).status.caSecret).toBe('mail-certmanager-tls');
+  }, 30_000);
+
   it('deletion drains every pod, then releases the finalizer', async () => {
     const { api, relays, drain } = setup();
     api.put(tlsSecret);
