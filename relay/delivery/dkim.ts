@@ -5,7 +5,7 @@
  *
  * A message is signed once, at its first delivery attempt, and the DKIM-Signature header is kept in the
  * delivery state so every later attempt (and every destination of a multi-domain message) sends the
- * same bytes (docs/adr/0022-relay-delivery-dkim-at-first-attempt.md). Signing reads the spooled body
+ * same bytes (docs/adr/0032-relay-delivery-dkim-at-first-attempt.md). Signing reads the spooled body
  * once as a stream: mailauth's signer keeps the header section in memory and only hashes the body, so
  * memory stays bounded whatever the message size.
  *
