@@ -32,6 +32,7 @@ export class Controller {
     private readonly concurrency = 2,
   ) {
     this.queue = new WorkQueue(clock, defaultControllerRateLimiter(clock), metrics.queue(name));
+    metrics.watchQueue(name, this.queue);
     metrics.maxConcurrent.set({ controller: name }, concurrency);
     metrics.activeWorkers.set({ controller: name }, 0);
   }

@@ -4,7 +4,7 @@
  * Label values are bounded: controller names, results, HTTP methods and codes.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { QueueMetrics } from './workqueue.js';
+import type { QueueMetrics, WorkQueue } from './workqueue.js';
 
 const RECONCILE_BUCKETS = [
   0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5,
@@ -79,6 +79,27 @@ export class OperatorMetrics {
     buckets: QUEUE_BUCKETS,
     registers: [this.registry],
   });
+  private readonly queues = new Map<string, WorkQueue>();
+  readonly unfinished = new Gauge({
+    name: 'workqueue_unfinished_work_seconds',
+    help: "How many seconds of work has been done that is in progress and hasn't been observed by work_duration. Large values indicate stuck threads.",
+    labelNames: ['name', 'controller'],
+    registers: [this.registry],
+    collect: () => {
+      for (const [n, q] of this.queues)
+        this.unfinished.set({ name: n, controller: n }, q.unfinishedWorkSeconds());
+    },
+  });
+  readonly longestRunning = new Gauge({
+    name: 'workqueue_longest_running_processor_seconds',
+    help: 'How many seconds has the longest running processor for workqueue been running.',
+    labelNames: ['name', 'controller'],
+    registers: [this.registry],
+    collect: () => {
+      for (const [n, q] of this.queues)
+        this.longestRunning.set({ name: n, controller: n }, q.longestRunningSeconds());
+    },
+  });
   readonly leader = new Gauge({
     name: 'leader_election_master_status',
     help: 'Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master',
@@ -100,6 +121,11 @@ export class OperatorMetrics {
 
   constructor(withProcessMetrics = true) {
     if (withProcessMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Makes a queue's in-progress work visible (unfinished work, longest running processor). */
+  watchQueue(controller: string, queue: WorkQueue): void {
+    this.queues.set(controller, queue);
   }
 
   queue(controller: string): QueueMetrics {

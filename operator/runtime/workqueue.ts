@@ -102,6 +102,18 @@ export class WorkQueue {
     return this.queue.length;
   }
 
+  /** Seconds of work in progress that has not finished, summed (workqueue_unfinished_work_seconds). */
+  unfinishedWorkSeconds(): number {
+    const now = this.clock.now();
+    return [...this.startedAt.values()].reduce((acc, t) => acc + (now - t) / 1000, 0);
+  }
+
+  /** Seconds the longest-running item has been processed (workqueue_longest_running_processor_seconds). */
+  longestRunningSeconds(): number {
+    const now = this.clock.now();
+    return Math.max(0, ...[...this.startedAt.values()].map((t) => (now - t) / 1000));
+  }
+
   /** Keys waiting for a delayed add (for tests and diagnostics). */
   pendingDelayed(): Map<string, number> {
     return new Map([...this.waiting].map(([k, v]) => [k, v.at]));

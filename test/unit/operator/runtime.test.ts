@@ -31,6 +31,36 @@ describe('Controller result semantics', () => {
   });
 });
 
+describe('operator metrics', () => {
+  it('exposes work in progress: unfinished work and the longest running processor', async () => {
+    const clock = new FakeClock();
+    const metrics = new OperatorMetrics(false);
+    let release: () => void = () => {};
+    const c = new Controller(
+      'relay',
+      () => new Promise<void>((r) => (release = r)),
+      clock,
+      metrics,
+      silentLogger,
+    );
+    c.enqueue('ns/a');
+    c.start();
+    for (let i = 0; i < 20; i++) await Promise.resolve();
+    clock.advance(3000);
+    const page = await metrics.registry.metrics();
+    expect(page).toMatch(
+      /^workqueue_longest_running_processor_seconds\{name="relay",controller="relay"\} 3$/m,
+    );
+    expect(page).toMatch(/^workqueue_unfinished_work_seconds\{name="relay",controller="relay"\} 3$/m);
+    expect(page).toMatch(/^controller_runtime_max_concurrent_reconciles\{controller="relay"\} 2$/m);
+    release();
+    await c.stop();
+    expect(await metrics.registry.metrics()).toMatch(
+      /^workqueue_longest_running_processor_seconds\{name="relay",controller="relay"\} 0$/m,
+    );
+  });
+});
+
 describe('LeaderElector', () => {
   const cfg = {
     namespace: 'ops',
