@@ -1,0 +1,235 @@
+/**
+ * Process plumbing for the benchmarks: start a program with its output in a log file, stop it (TERM,
+ * then KILL after a bound), find free loopback ports, wait for an SMTP greeting, run a command to its end
+ * with a time bound. Every wait here has a deadline; nothing loops forever.
+ *
+ * Everything a benchmark starts is registered and killed when the benchmark process exits (killAll on
+ * 'exit'; command-line entry points also call exitOnSignals()), so no relay, sink or Postfix master is
+ * left running.
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+const started = new Map<number, { name: string; group: boolean }>();
+/** Extra cleanups (e.g. `postfix stop` for a daemonised master) run on exit. */
+const cleanups = new Set<() => void>();
+
+let hooked = false;
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', killAll);
+}
+
+/** For command-line entry points: Ctrl-C or SIGTERM stops everything started, then exits. */
+export function exitOnSignals(): void {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+}
+
+/** Kills every process this module started and still running (synchronous; used on exit). */
+export function killAll(): void {
+  for (const fn of cleanups) {
+    try {
+      fn();
+    } catch {
+      // best effort on the way out
+    }
+  }
+  cleanups.clear();
+  for (const [pid, p] of started) {
+    try {
+      process.kill(p.group ? -pid : pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  started.clear();
+}
+
+export function onExitCleanup(fn: () => void): () => void {
+  hookExit();
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
+export interface Started {
+  name: string;
+  child: ChildProcess;
+  pid: number;
+  log: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Own process group, so stop() signals the whole group (programs that fork workers). */
+  group?: boolean;
+}
+
+/** Starts `cmd` with stdout and stderr appended to `log`. */
+export function startLogged(
+  name: string,
+  cmd: string,
+  args: string[],
+  log: string,
+  opts: StartOptions = {},
+): Started {
+  hookExit();
+  fs.mkdirSync(path.dirname(log), { recursive: true });
+  const fd = fs.openSync(log, 'a');
+  const spawnOpts: SpawnOptions = {
+    stdio: ['ignore', fd, fd],
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+    detached: opts.group ?? false,
+  };
+  const child = spawn(cmd, args, spawnOpts);
+  fs.closeSync(fd);
+  if (child.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
+  const pid = child.pid;
+  const group = opts.group ?? false;
+  started.set(pid, { name, group });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      started.delete(pid);
+      resolve({ code, signal });
+    });
+    child.once('error', () => {
+      started.delete(pid);
+      resolve({ code: null, signal: null });
+    });
+  });
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(group ? -pid : pid, sig);
+    } catch {
+      // gone already
+    }
+  };
+  return {
+    name,
+    child,
+    pid,
+    log,
+    exited,
+    async stop(graceMs = 10_000) {
+      if (!started.has(pid)) return;
+      signal('SIGTERM');
+      const timer = setTimeout(() => signal('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to its end; kills it and rejects after `timeoutMs`. */
+export function runCommand(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<RunResult> {
+  hookExit();
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: 'pipe' });
+    if (child.pid !== undefined) started.set(child.pid, { name: cmd, group: false });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')}: still running after ${timeoutMs} ms (killed)`));
+    }, timeoutMs);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (child.pid !== undefined) started.delete(child.pid);
+      resolve({
+        code: code ?? (signal ? 128 : 1),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+    child.stdin.end();
+  });
+}
+
+/** A TCP port free on `host` right now. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** true when a connection to host:port gets a "220" greeting within `timeoutMs`. */
+export function greets(host: string, port: number, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    let buf = '';
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (buf.includes('\n')) {
+        if (buf.startsWith('220')) s.write('QUIT\r\n');
+        done(buf.startsWith('220'));
+      }
+    });
+    s.once('error', () => done(false));
+  });
+}
+
+/** Polls `cond` every `intervalMs` until it holds; throws `what` after `timeoutMs`. */
+export async function waitFor(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 50,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The last `lines` lines of a log file (for error messages). */
+export function tailFile(file: string, lines = 20): string {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
