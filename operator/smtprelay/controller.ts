@@ -118,7 +118,6 @@ export class SmtpRelayReconciler {
     let plan: ScalePlan | undefined;
     if (m.blocking.length === 0) {
       plan = await this.plan(relay, sts, pods, m.adminToken, false);
-      degraded.push(...plan.problems);
       const config = renderRelayConfig({
         relay,
         domains: m.domains,
@@ -140,6 +139,7 @@ export class SmtpRelayReconciler {
       for (const o of objects) await applyIfChanged(ctx, this.storeOf(o), o);
       await this.prune(relay, objects);
       await this.act(relay, plan, pods, m.adminToken, now);
+      degraded.push(...plan.problems);
     } else if (this.wantsCertificate(relay)) {
       // cert-manager issues the Secret TLS waits for only once the Certificate exists.
       await applyIfChanged(ctx, ctx.stores.certificates, renderCertificate(relay));
@@ -270,7 +270,7 @@ export class SmtpRelayReconciler {
     }
   }
 
-  /** Starts drains, marks drained pods, restarts pods whose drain was called off. */
+  /** Starts drains (a refusal becomes a problem in the plan), marks draining pods, restarts pods whose drain was called off. */
   private async act(relay: SmtpRelay, plan: ScalePlan, pods: KubeObject[], token: string, now: number) {
     const { ctx } = this;
     const { namespace } = relay.metadata;
@@ -299,7 +299,14 @@ export class SmtpRelayReconciler {
           `draining pod ${podName} (${peers.length ? `handing mail to ${peers.length} peer(s)` : 'delivering its queue'})`,
         );
       }
-      await this.opts.drain.start(address, token, peers);
+      try {
+        await this.opts.drain.start(address, token, peers);
+      } catch (e) {
+        plan.problems.push({
+          reason: 'DrainFailed',
+          message: `asking pod ${podName} to drain failed: ${errorMessage(e)}`,
+        });
+      }
     }
     for (const podName of plan.restart) {
       ctx.events.record(

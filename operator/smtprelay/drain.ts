@@ -44,7 +44,8 @@ export class HttpDrainClient implements DrainClient {
       bodyTimeout: this.timeoutMs,
     });
     const text = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`GET /drain on ${address}: HTTP ${res.statusCode}`);
+    if (res.statusCode !== 200)
+      throw new Error(`GET /drain on ${address}: HTTP ${res.statusCode}${reason(text)}`);
     const body = JSON.parse(text) as { state?: unknown; queued?: unknown };
     if (body.state !== 'idle' && body.state !== 'draining' && body.state !== 'drained') {
       throw new Error(`GET /drain on ${address}: unexpected state ${JSON.stringify(body.state)}`);
@@ -60,9 +61,19 @@ export class HttpDrainClient implements DrainClient {
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
     });
-    await res.body.text();
+    const text = await res.body.text();
     if (res.statusCode < 200 || res.statusCode >= 300) {
-      throw new Error(`POST /drain on ${address}: HTTP ${res.statusCode}`);
+      throw new Error(`POST /drain on ${address}: HTTP ${res.statusCode}${reason(text)}`);
     }
+  }
+}
+
+/** The relay's {"error": "..."} body, as ": <error>" for messages (bounded). */
+function reason(body: string): string {
+  try {
+    const e = (JSON.parse(body) as { error?: unknown }).error;
+    return typeof e === 'string' ? `: ${e.slice(0, 300)}` : '';
+  } catch {
+    return '';
   }
 }

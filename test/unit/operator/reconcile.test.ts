@@ -15,11 +15,13 @@ const b64 = (s: string) => Buffer.from(s).toString('base64');
 class FakeDrain implements DrainClient {
   states = new Map<string, DrainStatus>();
   started: Array<{ address: string; peers: readonly string[] }> = [];
+  refuse?: string;
   status(address: string) {
     const s = this.states.get(address);
     return s ? Promise.resolve(s) : Promise.reject(new Error(`connect ECONNREFUSED ${address}`));
   }
   start(address: string, _token: string, peers: readonly string[]) {
+    if (this.refuse) return Promise.reject(new Error(this.refuse));
     this.started.push({ address, peers });
     this.states.set(address, { state: 'draining', queued: 1 });
     return Promise.resolve();
@@ -190,6 +192,33 @@ describe('SmtpRelay reconcile', () => {
     await relays.reconcile('apps/mail');
     expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(1);
     expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Draining')).toMatchObject({ status: 'False' });
+  }, 30_000);
+
+  it('a pod refusing to drain is reported with its reason and retried, not thrown', async () => {
+    const { api, relays, drain } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj({ replicas: 2 }));
+    await relays.reconcile('apps/mail');
+    for (const i of [0, 1]) {
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: `mail-${i}`, namespace: 'apps', labels: { 'app.kubernetes.io/instance': 'mail' } },
+        status: { podIP: `10.0.0.${i}` },
+      });
+      drain.states.set(`10.0.0.${i}:9091`, { state: 'idle', queued: 0 });
+    }
+    drain.refuse = 'POST /drain on 10.0.0.1:9091: HTTP 409: no handoff section';
+    const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    api.put({ ...r, spec: { ...r.spec, replicas: 1 } });
+    expect(await relays.reconcile('apps/mail')).toEqual({ retry: true });
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'DrainFailed',
+      message:
+        'asking pod mail-1 to drain failed: POST /drain on 10.0.0.1:9091: HTTP 409: no handoff section',
+    });
+    expect((api.find('StatefulSet', 'apps', 'mail') as any).spec.replicas).toBe(2);
   }, 30_000);
 
   it('never connects to pod IPs outside --drain-networks', async () => {
