@@ -428,9 +428,17 @@ export class SmtpRelayReconciler {
 
   private async removeFinalizer(relay: SmtpRelay) {
     const rest = (relay.metadata.finalizers ?? []).filter((f) => f !== DRAIN_FINALIZER);
-    await this.ctx.api.mergePatch(Kinds.SmtpRelay, relay.metadata.namespace, relay.metadata.name, {
-      metadata: { finalizers: rest.length ? rest : null, resourceVersion: relay.metadata.resourceVersion },
-    });
+    const base = this.ctx.stores.relays.get(relay.metadata.namespace, relay.metadata.name);
+    const written = await this.ctx.api.mergePatch(
+      Kinds.SmtpRelay,
+      relay.metadata.namespace,
+      relay.metadata.name,
+      {
+        metadata: { finalizers: rest.length ? rest : null, resourceVersion: relay.metadata.resourceVersion },
+      },
+    );
+    // Until the watch shows it, later reconciles must see the finalizer gone (no second drain or event).
+    this.ctx.recent.remember(written, base);
   }
 
   /** Patches status only when it changed; records Events for condition transitions. */
