@@ -20,6 +20,7 @@ export const USAGE = `Usage: mailfleet-operator [flags]
   --sync-period DURATION             how often every object is reconciled anyway (default: 10m)
   --drain-poll-interval DURATION     how often a drain in progress is polled (default: 5s)
   --drain-networks a,b               CIDRs of pod IPs the operator may connect to for drains (default: any)
+  --drain-peer-address dns|ip        how a draining pod addresses its peers (default: dns, the headless Service name)
   --workers N                        concurrent reconciles per controller (default: 2)
   --help
 `;
@@ -59,6 +60,11 @@ function drainNetworks(v: string | undefined): string[] | undefined {
   return cidrs;
 }
 
+function peerMode(v: string): 'dns' | 'ip' {
+  if (v !== 'dns' && v !== 'ip') throw new Error(`--drain-peer-address takes dns or ip, not "${v}"`);
+  return v;
+}
+
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /**
@@ -87,6 +93,7 @@ export function parseFlags(argv: string[], podNamespace?: string): CliConfig | '
       'sync-period': { type: 'string', default: '10m' },
       'drain-poll-interval': { type: 'string', default: '5s' },
       'drain-networks': { type: 'string' },
+      'drain-peer-address': { type: 'string', default: 'dns' },
       workers: { type: 'string', default: '2' },
       help: { type: 'boolean' },
     },
@@ -118,6 +125,7 @@ export function parseFlags(argv: string[], podNamespace?: string): CliConfig | '
     syncPeriodMs: parseDuration(values['sync-period']),
     drainPollMs: parseDuration(values['drain-poll-interval']),
     drainNetworks: drainNetworks(values['drain-networks']),
+    drainPeerAddress: peerMode(values['drain-peer-address']),
     featureCheckIntervalMs: 60_000,
     workers,
   };

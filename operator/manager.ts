@@ -59,6 +59,8 @@ export interface ManagerConfig {
   drainPollMs: number;
   /** CIDRs of pod IPs the operator may connect to for drains; undefined: any. */
   drainNetworks?: string[];
+  /** How draining pods address their peers: the headless Service name (dns) or the pod IP (ip). */
+  drainPeerAddress: 'dns' | 'ip';
   featureCheckIntervalMs: number;
   workers: number;
 }
@@ -169,6 +171,7 @@ class Manager {
       drain,
       drainPollMs: cfg.drainPollMs,
       drainNetworks: cfg.drainNetworks ? parseNetworks(cfg.drainNetworks).networks : undefined,
+      peerAddress: cfg.drainPeerAddress,
     });
     const domainRec = new MailDomainReconciler(this.ctx, { dns, dnsCheckIntervalMs: cfg.dnsCheckIntervalMs });
     this.relayController = new Controller(

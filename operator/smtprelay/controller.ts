@@ -70,6 +70,12 @@ export interface RelayControllerOptions {
    * counts as unreachable, so a test cluster whose fake pod IPs route nowhere is never contacted.
    */
   drainNetworks?: readonly Network[];
+  /**
+   * How draining pods address their peers (--drain-peer-address): "dns" (default), the stable name through
+   * the headless Service, which the relay certificate covers; "ip", the peer pod's IP, for environments
+   * without cluster DNS (an e2e running relays on loopback pod IPs).
+   */
+  peerAddress?: 'dns' | 'ip';
 }
 
 const DRAIN_POLL_FALLBACK_MS = 5000;
@@ -276,13 +282,10 @@ export class SmtpRelayReconciler {
     const { namespace } = relay.metadata;
     const port = relay.spec.monitoring.metricsPort;
     const submission = relay.spec.listeners.submission;
+    const keep = Math.min(relay.spec.replicas, plan.statefulSetReplicas);
     const peers =
-      submission.enabled && plan.statefulSetReplicas > 0 && !relay.metadata.deletionTimestamp
-        ? Array.from(
-            { length: Math.min(relay.spec.replicas, plan.statefulSetReplicas) },
-            (_, i) =>
-              `${podDnsName(relay, `${names(relay.metadata.name).statefulSet}-${i}`)}:${submission.port}`,
-          )
+      submission.enabled && keep > 0 && !relay.metadata.deletionTimestamp
+        ? peerAddresses(relay, pods, keep, submission.port, this.opts.peerAddress ?? 'dns')
         : [];
     for (const podName of plan.startDrain) {
       const pod = pods.find((p) => p.metadata?.name === podName);
@@ -469,6 +472,27 @@ export class SmtpRelayReconciler {
           c.reason !== 'Draining'),
     );
   }
+}
+
+/** host:port of the pods that stay (ordinals below `keep`), as draining pods reach them for handoff. */
+export function peerAddresses(
+  relay: SmtpRelay,
+  pods: readonly KubeObject[],
+  keep: number,
+  port: number,
+  mode: 'dns' | 'ip',
+): string[] {
+  const sts = names(relay.metadata.name).statefulSet;
+  if (mode === 'dns')
+    return Array.from({ length: keep }, (_, i) => `${podDnsName(relay, `${sts}-${i}`)}:${port}`);
+  return pods
+    .map((p) => ({
+      ord: podOrdinal(sts, p.metadata?.name ?? ''),
+      ip: (p.status as { podIP?: string } | undefined)?.podIP,
+    }))
+    .filter((p) => p.ord >= 0 && p.ord < keep && p.ip)
+    .sort((a, b) => a.ord - b.ord)
+    .map((p) => (p.ip!.includes(':') ? `[${p.ip}]:${port}` : `${p.ip}:${port}`));
 }
 
 function podView(relay: SmtpRelay, p: KubeObject, adminPort: number): PodView {

@@ -129,6 +129,9 @@ describe('flags', () => {
     expect(parseFlags(['--leader-elect=false'])).toMatchObject({ leaderElect: false, namespaces: undefined });
     expect(parseFlags([], 'in-cluster-ns')).toMatchObject({ leaderElectionNamespace: 'in-cluster-ns' });
     expect(parseFlags(['--help'])).toBe('help');
+    expect(parseFlags([])).toMatchObject({ drainPeerAddress: 'dns' });
+    expect(parseFlags(['--drain-peer-address=ip'])).toMatchObject({ drainPeerAddress: 'ip' });
+    expect(() => parseFlags(['--drain-peer-address=dhcp'])).toThrow('--drain-peer-address takes dns or ip');
     expect(parseFlags(['--drain-networks', '127.0.0.0/8,::1/128'])).toMatchObject({
       drainNetworks: ['127.0.0.0/8', '::1/128'],
     });

@@ -1,5 +1,7 @@
 import { planScale, podOrdinal, type PodView } from '../../../operator/smtprelay/scale.js';
 import { podAdminAddress } from '../../../operator/smtprelay/drain.js';
+import { peerAddresses } from '../../../operator/smtprelay/controller.js';
+import { relay } from './fixtures.js';
 
 const NOW = Date.parse('2025-01-01T12:00:00Z');
 const pod = (ordinal: number, over: Partial<PodView> = {}): PodView => ({
@@ -167,5 +169,17 @@ describe('pod addressing', () => {
     expect(podAdminAddress({ status: { podIP: '10.1.2.3' } }, 9091)).toBe('10.1.2.3:9091');
     expect(podAdminAddress({ status: { podIP: 'fd00::1' } }, 9091)).toBe('[fd00::1]:9091');
     expect(podAdminAddress({ status: {} }, 9091)).toBeUndefined();
+  });
+
+  it('names the peers a draining pod hands mail to: stable DNS names, or pod IPs on request', () => {
+    const pods = [2, 0, 1].map((i) => ({
+      metadata: { name: `mail-${i}` },
+      status: { podIP: `127.1.0.${i + 1}` },
+    }));
+    expect(peerAddresses(relay(), pods, 2, 587, 'dns')).toEqual([
+      'mail-0.mail-headless.apps.svc:587',
+      'mail-1.mail-headless.apps.svc:587',
+    ]);
+    expect(peerAddresses(relay(), pods, 2, 587, 'ip')).toEqual(['127.1.0.1:587', '127.1.0.2:587']);
   });
 });
