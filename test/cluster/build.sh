@@ -59,8 +59,10 @@ build() {
   mv "$tmp" "$dir"
   echo "kube=$kube_version helm=$helm_version go=$(go env GOVERSION) built_in=$((SECONDS - start))s" >"$dir/complete"
   echo "mailfleet cluster: built in $((SECONDS - start)) s" >&2
-  # Keep the three newest builds (other checkouts may pin other versions); older ones go.
+  # Keep the three newest builds (other checkouts may pin other versions); older ones go, and so do
+  # the leftovers of interrupted builds (we hold the lock, so no other build is running).
   ls -1dt "$cache"/kube-*/ 2>/dev/null | grep -v '\.partial/$' | tail -n +4 | xargs -r rm -rf
+  rm -rf "$cache"/kube-*.partial
 }
 
 main() {
