@@ -84,6 +84,11 @@ export interface StartOptions {
   log?: (msg: string) => void;
   /** Bound on the whole start (default 180 s). */
   timeoutMs?: number;
+  /**
+   * The API server's audit policy (YAML); default DEFAULT_AUDIT_POLICY, every write at level Metadata.
+   * Benchmarks pass one that also logs a client's reads, to count its requests by verb.
+   */
+  auditPolicy?: string;
 }
 
 /** The repository root: the nearest directory upward from cwd holding test/cluster/build.sh. */
@@ -210,7 +215,7 @@ function writePki(stateDir: string, server: string): Pki {
   return { ca, admin, files, kubeconfigs };
 }
 
-const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
+export const DEFAULT_AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
@@ -330,6 +335,7 @@ async function startEtcdAndApiserver(
   pki: Pki,
   ports: Ports,
   deadline: number,
+  auditPolicyYaml: string,
 ) {
   const etcdUrl = `http://127.0.0.1:${ports.etcd}`;
   const peerUrl = `http://127.0.0.1:${ports.etcdPeer}`;
@@ -356,7 +362,7 @@ async function startEtcdAndApiserver(
   );
 
   const auditPolicy = path.join(info.stateDir, 'audit-policy.yaml');
-  fs.writeFileSync(auditPolicy, AUDIT_POLICY);
+  fs.writeFileSync(auditPolicy, auditPolicyYaml);
   l.start('kube-apiserver', 'kube-apiserver', [
     `--etcd-servers=${etcdUrl}`,
     '--bind-address=127.0.0.1',
@@ -557,7 +563,14 @@ export async function startCluster(opts: StartOptions = {}): Promise<ClusterInfo
     });
     const kwokYaml = path.join(info.stateDir, 'kwok.yaml');
     await kwokConfig(info, kwokYaml);
-    await startEtcdAndApiserver(info, launcher, pki, ports, deadline);
+    await startEtcdAndApiserver(
+      info,
+      launcher,
+      pki,
+      ports,
+      deadline,
+      opts.auditPolicy ?? DEFAULT_AUDIT_POLICY,
+    );
     say(`kube-apiserver ready at ${info.server}`);
     await kubectlAdmin(
       info,
