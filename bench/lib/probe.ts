@@ -6,7 +6,8 @@
  * One connection, reused (its greeting and EHLO are not measured); commands are sent one at a time, no
  * pipelining. A tick that comes while the previous submission is still waiting is skipped, so a slow
  * server is not flooded and the latencies are not inflated by the probe's own backlog. Refused
- * submissions are counted, not measured. A connection lost mid-run is reopened.
+ * submissions are counted, not measured. A connection lost mid-run is reopened. Every wait is bounded:
+ * a server that does not greet within 10 s, or answer a command within 30 s, counts as a refusal.
  */
 import net from 'node:net';
 
@@ -30,6 +31,9 @@ export interface ProbeResult {
   skippedTicks: number;
   reconnects: number;
 }
+
+const GREETING_TIMEOUT_MS = 10_000;
+const REPLY_TIMEOUT_MS = 30_000;
 
 class LineClient {
   private buf = '';
@@ -58,19 +62,27 @@ class LineClient {
     socket.on('close', () => fail(new Error('connection closed')));
   }
 
-  private line(): Promise<string> {
+  private line(timeoutMs: number): Promise<string> {
     const l = this.lines.shift();
     if (l !== undefined) return Promise.resolve(l);
     if (this.closed) return Promise.reject(this.closed);
-    return new Promise((resolve, reject) =>
-      this.waiters.push((x) => (x instanceof Error ? reject(x) : resolve(x))),
-    );
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.socket.destroy();
+        reject(new Error(`no reply within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.push((x) => {
+        clearTimeout(timer);
+        if (x instanceof Error) reject(x);
+        else resolve(x);
+      });
+    });
   }
 
   /** Reads one (possibly multi-line) reply; returns its code. */
-  async reply(): Promise<number> {
+  async reply(timeoutMs = REPLY_TIMEOUT_MS): Promise<number> {
     for (;;) {
-      const l = await this.line();
+      const l = await this.line(timeoutMs);
       if (l.length < 4 || l[3] !== '-') return Number(l.slice(0, 3));
     }
   }
@@ -84,11 +96,21 @@ class LineClient {
 async function connect(o: ProbeOptions): Promise<LineClient> {
   const socket = net.connect({ host: o.host, port: o.port });
   await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('probe: connect timed out'));
+    }, GREETING_TIMEOUT_MS);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
   });
   const c = new LineClient(socket);
-  if ((await c.reply()) !== 220) throw new Error('probe: no 220 greeting');
+  if ((await c.reply(GREETING_TIMEOUT_MS)) !== 220) throw new Error('probe: no 220 greeting');
   if ((await c.command('EHLO probe.bench.test\r\n')) !== 250) throw new Error('probe: EHLO refused');
   return c;
 }
@@ -129,8 +151,13 @@ export class LatencyProbe {
 
   constructor(private readonly o: ProbeOptions) {}
 
+  /** Connects (a failure is counted and retried at the next tick) and starts ticking. */
   async start(): Promise<void> {
-    this.client = await connect(this.o);
+    try {
+      this.client = await connect(this.o);
+    } catch {
+      this.result.refused++;
+    }
     this.timer = setInterval(() => this.tick(), 1000 / this.o.rate);
   }
 

@@ -76,7 +76,23 @@ export interface StartOptions {
   group?: boolean;
 }
 
-/** Starts `cmd` with stdout and stderr appended to `log`. */
+/**
+ * A log collector: `cat` appending its stdin to `log`. The program under test writes into a pipe, as it
+ * does in a container (the runtime reads the pipe and writes the file), so its log writes never wait on
+ * the file system's journal, which its own fsyncs keep busy.
+ */
+function logCollector(log: string): ChildProcess {
+  const fd = fs.openSync(log, 'a');
+  const cat = spawn('cat', [], { stdio: ['pipe', fd, 'ignore'] });
+  fs.closeSync(fd);
+  if (cat.pid !== undefined) started.set(cat.pid, { name: 'cat', group: false });
+  cat.once('exit', () => {
+    if (cat.pid !== undefined) started.delete(cat.pid);
+  });
+  return cat;
+}
+
+/** Starts `cmd` with stdout and stderr going, through a pipe, to `log`. */
 export function startLogged(
   name: string,
   cmd: string,
@@ -86,15 +102,16 @@ export function startLogged(
 ): Started {
   hookExit();
   fs.mkdirSync(path.dirname(log), { recursive: true });
-  const fd = fs.openSync(log, 'a');
+  const collector = logCollector(log);
   const spawnOpts: SpawnOptions = {
-    stdio: ['ignore', fd, fd],
+    stdio: ['ignore', collector.stdin!, collector.stdin!],
     env: opts.env ?? process.env,
     cwd: opts.cwd,
     detached: opts.group ?? false,
   };
   const child = spawn(cmd, args, spawnOpts);
-  fs.closeSync(fd);
+  // The program holds the pipe's write end now; `cat` sees EOF when it (and its children) exit.
+  collector.stdin!.destroy();
   if (child.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
   const pid = child.pid;
   const group = opts.group ?? false;

@@ -319,7 +319,7 @@ async function openIdle(port: number, n: number, greetMs: number) {
 async function idleRun(env: Env, target: Target): Promise<IdleResult> {
   const idle = env.opts.idle!;
   const shape = { ...env.opts.load, messages: idle.messages };
-  const o = { ...sourceOptions(0, shape, 'reuse'), timeoutMs: 120_000 };
+  const o = { ...sourceOptions(0, shape, 'reuse'), timeoutMs: 90_000 };
   const base: IdleResult = {
     target: target.name,
     ok: false,
@@ -362,20 +362,26 @@ async function idleRun(env: Env, target: Target): Promise<IdleResult> {
         error ??= err instanceof Error ? err.message : String(err);
       }
       const ms = performance.now() - t0;
+      const loadDone = error === undefined;
       const usage = sampler.stop();
       const delivered = Math.max(0, sink.messages - (probeResult?.accepted ?? 0));
+      const stillOpen = sockets.filter((s) => !closed.has(s) && !s.destroyed).length;
+      if (!error && opened.greeted < idle.connections)
+        error = `greeted only ${opened.greeted} of ${idle.connections} connections within 10 s`;
+      if (!error && stillOpen < idle.connections)
+        error = `closed ${idle.connections - stillOpen} idle connections during the load`;
       return {
         ...base,
         ok: error === undefined,
         error,
         greeted: opened.greeted,
-        stillOpen: sockets.filter((s) => !closed.has(s) && !s.destroyed).length,
+        stillOpen,
         rssBeforeBytes: usage.startRssBytes,
         rssWithIdleBytes: withIdle,
         peakRssBytes: usage.peakRssBytes,
         peakPssBytes: usage.peakPssBytes,
         delivered,
-        deliveredPerSec: error ? NaN : idle.messages / (ms / 1000),
+        deliveredPerSec: loadDone ? idle.messages / (ms / 1000) : NaN,
         probeP99: probeResult ? quantile(probeResult.latencies, 0.99) : undefined,
       };
     });

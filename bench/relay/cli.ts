@@ -17,6 +17,9 @@
  *   --env K=V             environment for the mailfleet relay (repeatable), e.g. UV_THREADPOOL_SIZE=8
  *   --node-arg ARG        node flag for the mailfleet relay (repeatable), e.g. --cpu-prof
  *   --set PATH=JSON       mailfleet config override (repeatable), e.g. --set log.level='"warn"'
+ *   --variant NAME=JSON   one more mailfleet target, "mailfleet[NAME]", run interleaved with the others
+ *                         for A/B comparisons: {"env":{..},"config":{..},"nodeArgs":[..],"cli":"path",
+ *                         "workers":N} (workers: the node:cluster prototype, relay/cluster-relay.ts)
  *   --keep                keep every run's directory (logs, queues) under the work directory
  *
  * Needs: Postfix's smtp-source and smtp-sink (Debian package postfix), root for the private Postfix
@@ -30,7 +33,7 @@ import { parseArgs } from 'node:util';
 import { exitOnSignals, killAll } from '../lib/proc.js';
 import { runRelayBench, type Mode } from './bench.js';
 import { consoleSummary, markdown, replaceSection, type Machine } from './report.js';
-import { bareSmtpServer, direct, haraka, mailfleet, postfix, type Target } from './targets.js';
+import { bareSmtpServer, deepMerge, direct, haraka, mailfleet, postfix, type Target } from './targets.js';
 
 function repoRoot(): string {
   let dir = process.cwd();
@@ -116,6 +119,7 @@ async function main(): Promise<number> {
       env: { type: 'string', multiple: true, default: [] },
       'node-arg': { type: 'string', multiple: true, default: [] },
       set: { type: 'string', multiple: true, default: [] },
+      variant: { type: 'string', multiple: true, default: [] },
       keep: { type: 'boolean', default: false },
     },
   });
@@ -158,6 +162,28 @@ async function main(): Promise<number> {
         bareSmtpServer({ script, variant: 'adapter' }),
       );
     } else throw new Error(`unknown target ${t}`);
+  }
+  for (const v of values.variant) {
+    const i = v.indexOf('=');
+    const spec = JSON.parse(v.slice(i + 1)) as {
+      env?: Record<string, string>;
+      config?: Record<string, unknown>;
+      nodeArgs?: string[];
+      cli?: string;
+      workers?: number;
+    };
+    targets.push(
+      mailfleet({
+        label: `mailfleet[${v.slice(0, i)}]`,
+        cli: spec.cli ? path.resolve(spec.cli) : relayCli,
+        env: { ...env, ...spec.env },
+        nodeArgs: spec.nodeArgs ?? values['node-arg'],
+        config: deepMerge(overrides, spec.config ?? {}),
+        version: mailfleetVersion(root),
+        workers: spec.workers,
+        clusterScript: path.join(build, 'bench/relay/cluster-relay.js'),
+      }),
+    );
   }
   const load = {
     sessions: Number(values.sessions),

@@ -87,6 +87,12 @@ export interface MailfleetOptions {
   label?: string;
   /** What to print as the version (e.g. "mailfleet 0.1.0 @ abc1234"). */
   version: string;
+  /**
+   * PROTOTYPE: run this many relay processes sharing the listener (bench/relay/cluster-relay.ts), each
+   * with its own spool; needs `clusterScript`.
+   */
+  workers?: number;
+  clusterScript?: string;
 }
 
 /** `over` merged into `base`: objects recursively, everything else (arrays included) replaced. */
@@ -140,16 +146,22 @@ export function mailfleet(opts: MailfleetOptions): Target {
     version: () => `${opts.version} (node ${process.versions.node})`,
     async start(ctx) {
       const port = await freePort();
-      const configFile = path.join(ctx.dir, 'relay.yaml');
-      fs.writeFileSync(configFile, YAML.stringify(mailfleetConfig(ctx, port, opts.config)));
+      const workers = opts.workers ?? 1;
+      const configs = Array.from({ length: workers }, (_, i) => {
+        const file = path.join(ctx.dir, workers > 1 ? `relay-${i}.yaml` : 'relay.yaml');
+        const perWorker = workers > 1 ? { spool: { dir: path.join(ctx.dir, `spool-${i}`) } } : {};
+        fs.writeFileSync(file, YAML.stringify(deepMerge(mailfleetConfig(ctx, port, opts.config), perWorker)));
+        return file;
+      });
       const log = path.join(ctx.dir, 'relay.log');
-      const p = startLogged(
-        'mailfleet',
-        process.execPath,
-        [...(opts.nodeArgs ?? []), opts.cli, '--config', configFile],
-        log,
-        { cwd: ctx.dir, env: { ...process.env, ...opts.env } },
-      );
+      const args =
+        workers > 1
+          ? [...(opts.nodeArgs ?? []), opts.clusterScript!, opts.cli, ...configs]
+          : [...(opts.nodeArgs ?? []), opts.cli, '--config', configs[0]!];
+      const p = startLogged('mailfleet', process.execPath, args, log, {
+        cwd: ctx.dir,
+        env: { ...process.env, ...opts.env },
+      });
       await waitGreeting('mailfleet', port, p, log);
       return { port, rootPid: p.pid, log, stop: () => p.stop(30_000) };
     },

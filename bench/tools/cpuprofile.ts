@@ -3,6 +3,7 @@
  * benchmark run's profile can be read without DevTools.
  *
  *   node dist/bench/bench/tools/cpuprofile.js FILE.cpuprofile [top=25]
+ *   node dist/bench/bench/tools/cpuprofile.js FILE.cpuprofile callers FUNCTION   who calls FUNCTION
  */
 import fs from 'node:fs';
 
@@ -68,5 +69,41 @@ function moduleOf(url: string, fn: string): string {
   return shortUrl(url);
 }
 
-const [file, top] = process.argv.slice(2);
-if (file) console.log(summarise(JSON.parse(fs.readFileSync(file, 'utf8')) as Profile, Number(top ?? 25)));
+/** The call stacks (up to `depth` frames) in which `fn` has self time, heaviest first. */
+export function callers(profile: Profile, fn: string, depth = 6, top = 15): string {
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const stacks = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i]!;
+    const n = byId.get(id)!;
+    if (n.callFrame.functionName !== fn) continue;
+    const us = profile.timeDeltas[i] ?? 0;
+    total += us;
+    const frames: string[] = [];
+    for (let p = parent.get(id); p !== undefined && frames.length < depth; p = parent.get(p)) {
+      const f = byId.get(p)!.callFrame;
+      frames.push(
+        `${f.functionName || '(anon)'}@${shortUrl(f.url.replace(/^file:\/\//, ''))}:${f.lineNumber + 1}`,
+      );
+    }
+    const key = frames.join(' < ');
+    stacks.set(key, (stacks.get(key) ?? 0) + us);
+  }
+  return (
+    `${fn}: ${(total / 1000).toFixed(0)} ms\n` +
+    [...stacks.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, us]) => `${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`)
+      .join('\n')
+  );
+}
+
+const [file, arg, fn] = process.argv.slice(2);
+if (file) {
+  const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
+  console.log(arg === 'callers' && fn ? callers(profile, fn) : summarise(profile, Number(arg ?? 25)));
+}
