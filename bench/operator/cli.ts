@@ -1,0 +1,91 @@
+/**
+ * `npm run bench:operator [-- options]`: the operator at scale against the real control plane; prints
+ * the tables and rewrites the operator section of bench/RESULTS.md.
+ *
+ *   --relays N            SmtpRelays per scenario (100)
+ *   --domains LIST        MailDomains per scenario, one scenario each (10,100,1000,2000)
+ *   --steady-seconds N    steady-state window after convergence (300)
+ *   --results FILE        Markdown to update (bench/RESULTS.md); --no-results to leave it alone
+ *   --keep-logs           keep each cluster's logs (audit log included) in the work directory
+ *
+ * Needs the control-plane binaries (`npm run cluster:build`, about 10 minutes cold) and helm's chart in
+ * charts/mailfleet. Each scenario starts and stops its own cluster.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { exitOnSignals, killAll } from '../lib/proc.js';
+import { replaceSection } from '../relay/report.js';
+import { runOperatorBench } from './bench.js';
+import { markdown } from './report.js';
+
+function repoRoot(): string {
+  let dir = process.cwd();
+  for (let i = 0; i < 32; i++) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'mailfleet') return dir;
+    dir = path.dirname(dir);
+  }
+  throw new Error('run from the mailfleet repository');
+}
+
+async function main(): Promise<number> {
+  exitOnSignals();
+  const { values } = parseArgs({
+    options: {
+      relays: { type: 'string', default: '100' },
+      domains: { type: 'string', default: '10,100,1000,2000' },
+      'steady-seconds': { type: 'string', default: '300' },
+      results: { type: 'string', default: 'bench/RESULTS.md' },
+      'no-results': { type: 'boolean', default: false },
+      'keep-logs': { type: 'boolean', default: false },
+      'work-dir': { type: 'string' },
+    },
+  });
+  const root = repoRoot();
+  const workDir = values['work-dir'] ?? fs.mkdtempSync(path.join(os.tmpdir(), 'mailfleet-bench-operator-'));
+  const started = Date.now();
+  const say = (line: string) =>
+    console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${line}`);
+  const scenarios = values.domains.split(',').map((d) => ({
+    relays: Number(values.relays),
+    domains: Number(d),
+    steadyMs: Number(values['steady-seconds']) * 1000,
+  }));
+  const loadStart = os.loadavg();
+  const results = await runOperatorBench({
+    repoRoot: root,
+    workDir,
+    operatorCli: path.join(root, 'dist/bench/operator/cli.js'),
+    scenarios,
+    keepLogs: values['keep-logs'],
+    log: say,
+  });
+  const md = markdown(results, {
+    command: `npm run bench:operator${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    loadavg: { start: loadStart, end: os.loadavg() },
+    minutes: (Date.now() - started) / 60000,
+  });
+  console.log(md);
+  if (!values['no-results']) {
+    const file = path.resolve(root, values.results);
+    const doc = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
+    fs.writeFileSync(file, replaceSection(doc, 'bench:operator', md));
+    say(`wrote ${path.relative(root, file)}`);
+  }
+  if (!values['keep-logs']) fs.rmSync(workDir, { recursive: true, force: true });
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
+main().then(
+  (code) => {
+    killAll();
+    process.exit(code);
+  },
+  (err: unknown) => {
+    console.error(err);
+    killAll();
+    process.exit(1);
+  },
+);
