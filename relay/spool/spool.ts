@@ -280,10 +280,14 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   /** Removes a message that was delivered, bounced or handed off. */
   async remove(id: string): Promise<void> {
-    if (!this.index.delete(id)) return;
+    const entry = this.index.get(id);
+    if (!entry) return;
+    this.index.delete(id);
     await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
     await this.queueSync.sync();
-    await fs.unlink(path.join(this.stateDir, id)).catch(ignoreMissing);
+    // state/<id> exists only once saveState() wrote it or recovery read it (entry.state is set then).
+    // Most mail is delivered at its first attempt and never has one: no unlink to fail with ENOENT.
+    if (entry.state) await fs.unlink(path.join(this.stateDir, id)).catch(ignoreMissing);
   }
 
   /** Sets a damaged message aside in corrupt/ with a note saying why. It is never deleted by the relay. */

@@ -193,6 +193,18 @@ describe('delivery state', () => {
     expect(third.count).toBe(0);
   });
 
+  test('removal deletes state saved in this run, and needs none for mail without state', async () => {
+    const s = await openSpool();
+    const a = await s.accept(envelope(), chunks('a'));
+    const b = await s.accept(envelope(), chunks('b'));
+    await s.saveState(a.id, { attempts: 1, nextAttemptAt: 0, recipients: {} });
+    await s.remove(a.id);
+    await s.remove(b.id);
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([]);
+    expect(await fs.readdir(path.join(dir, 'state'))).toEqual([]);
+    expect(s.count).toBe(0);
+  });
+
   test('unreadable state means a full retry, not a lost message', async () => {
     const s = await openSpool();
     const { id } = await s.accept(envelope(), chunks('x'));
