@@ -19,7 +19,7 @@
  *   --set PATH=JSON       mailfleet config override (repeatable), e.g. --set log.level='"warn"'
  *   --variant NAME=JSON   one more mailfleet target, "mailfleet[NAME]", run interleaved with the others
  *                         for A/B comparisons: {"env":{..},"config":{..},"nodeArgs":[..],"cli":"path",
- *                         "workers":N} (workers: the node:cluster prototype, relay/cluster-relay.ts)
+ *                         "workers":N,"leanTransport":true} (prototypes: relay/prototype-relay.ts)
  *   --keep                keep every run's directory (logs, queues) under the work directory
  *
  * Needs: Postfix's smtp-source and smtp-sink (Debian package postfix), root for the private Postfix
@@ -171,6 +171,7 @@ async function main(): Promise<number> {
       nodeArgs?: string[];
       cli?: string;
       workers?: number;
+      leanTransport?: boolean;
     };
     targets.push(
       mailfleet({
@@ -181,7 +182,8 @@ async function main(): Promise<number> {
         config: deepMerge(overrides, spec.config ?? {}),
         version: mailfleetVersion(root),
         workers: spec.workers,
-        clusterScript: path.join(build, 'bench/relay/cluster-relay.js'),
+        leanTransport: spec.leanTransport,
+        prototypeScript: path.join(build, 'bench/relay/prototype-relay.js'),
       }),
     );
   }

@@ -88,11 +88,12 @@ export interface MailfleetOptions {
   /** What to print as the version (e.g. "mailfleet 0.1.0 @ abc1234"). */
   version: string;
   /**
-   * PROTOTYPE: run this many relay processes sharing the listener (bench/relay/cluster-relay.ts), each
-   * with its own spool; needs `clusterScript`.
+   * PROTOTYPES (bench/relay/prototype-relay.ts, given as `prototypeScript`): run this many relay
+   * processes sharing the listener, each with its own spool; and/or deliver through lean-transport.ts.
    */
   workers?: number;
-  clusterScript?: string;
+  leanTransport?: boolean;
+  prototypeScript?: string;
 }
 
 /** `over` merged into `base`: objects recursively, everything else (arrays included) replaced. */
@@ -154,13 +155,17 @@ export function mailfleet(opts: MailfleetOptions): Target {
         return file;
       });
       const log = path.join(ctx.dir, 'relay.log');
-      const args =
-        workers > 1
-          ? [...(opts.nodeArgs ?? []), opts.clusterScript!, opts.cli, ...configs]
-          : [...(opts.nodeArgs ?? []), opts.cli, '--config', configs[0]!];
+      const prototype = workers > 1 || opts.leanTransport;
+      const args = prototype
+        ? [...(opts.nodeArgs ?? []), opts.prototypeScript!, opts.cli, ...configs]
+        : [...(opts.nodeArgs ?? []), opts.cli, '--config', configs[0]!];
       const p = startLogged('mailfleet', process.execPath, args, log, {
         cwd: ctx.dir,
-        env: { ...process.env, ...opts.env },
+        env: {
+          ...process.env,
+          ...opts.env,
+          ...(opts.leanTransport ? { MAILFLEET_PROTO_LEAN_TRANSPORT: '1' } : {}),
+        },
       });
       await waitGreeting('mailfleet', port, p, log);
       return { port, rootPid: p.pid, log, stop: () => p.stop(30_000) };
