@@ -536,14 +536,31 @@ function newClusterInfo(opts: StartOptions, binDir: string, apiserverPort: numbe
   };
 }
 
+/** A component could not bind its port: another process took it between freePort() and the bind. */
+class PortTaken extends Error {}
+
 /**
  * Starts a control plane and returns its description once it is usable: API server ready, controllers and
  * scheduler healthy, every node Ready, the default ServiceAccount present. On failure everything started
- * is stopped and the error names the component and the logs directory.
+ * is stopped and the error names the component and the logs directory. A port lost to another process
+ * before its component bound it (freePort's inherent race) costs a fresh attempt, at most three in all.
  */
 export async function startCluster(opts: StartOptions = {}): Promise<ClusterInfo> {
-  const say = opts.log ?? ((): void => undefined);
   const deadline = Date.now() + (opts.timeoutMs ?? 180_000);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts, deadline);
+    } catch (e) {
+      if (!(e instanceof PortTaken) || attempt >= 3) throw e;
+      opts.log?.(
+        `a port was taken before its component bound it; starting again (${e.message.split('\n')[0]})`,
+      );
+    }
+  }
+}
+
+async function startOnce(opts: StartOptions, deadline: number): Promise<ClusterInfo> {
+  const say = opts.log ?? ((): void => undefined);
   const binDir = locateBinaries();
   const ports: Ports = {
     etcd: await freePort(),
@@ -582,8 +599,12 @@ export async function startCluster(opts: StartOptions = {}): Promise<ClusterInfo
     say(`cluster ready: ${info.nodes.length} nodes, kubeconfig ${info.kubeconfig}`);
     return info;
   } catch (e) {
-    await stopCluster(info.stateDir, { keepState: true });
     const msg = e instanceof Error ? e.message : String(e);
+    if (/bind: address already in use/.test(msg)) {
+      await stopCluster(info.stateDir);
+      throw new PortTaken(msg, { cause: e });
+    }
+    await stopCluster(info.stateDir, { keepState: true });
     throw new Error(`mailfleet cluster: start failed: ${msg}\ncluster logs: ${info.logsDir}`, { cause: e });
   }
 }
