@@ -169,6 +169,9 @@ export function renderRelayConfig(input: ConfigInput): RelayConfig {
       username: HANDOFF_USER,
       passwordFile: file(RUNTIME_KEYS.handoffPassword),
       ...(input.ca ? { caFile: file(RUNTIME_KEYS.ca) } : {}),
+      // Peers named by pod IP (--drain-peer-address=ip) are verified against a name every pod's
+      // certificate covers.
+      serverName: serviceHost(input.relay),
     },
     admin: {
       address: '0.0.0.0',

@@ -367,6 +367,13 @@ export const Handoff = Type.Object(
     caFile: Type.Optional(
       Type.String({ minLength: 1, description: 'PEM CA bundle to verify peer relays (the fleet CA).' }),
     ),
+    serverName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "Name a peer's certificate is verified against when the drain request names that peer by IP address (certificates rarely cover pod IPs). The operator sets the relay's client Service name, which every pod's certificate covers. A peer named by DNS name is verified against that name.",
+      }),
+    ),
   },
   {
     additionalProperties: false,

@@ -2,7 +2,8 @@
  * Handing a queued message to a peer relay (while draining): the same message, sent over SMTP to the
  * peer's submission port with its original envelope — the null sender included, every recipient still
  * pending — authenticated as the fleet's handoff identity (handoff.username / handoff.passwordFile)
- * after STARTTLS, the peer's certificate verified against handoff.caFile.
+ * after STARTTLS, the peer's certificate verified against handoff.caFile (and, for a peer named by IP
+ * address, against the name handoff.serverName).
  *
  * The body goes without this relay's DKIM signature: the peer signs it once itself, with the same
  * domain keys (the fleet shares its configuration).
@@ -11,6 +12,7 @@
  * rethrows CorruptEntryError (set it aside, never hand it on).
  */
 import fs from 'node:fs/promises';
+import { isIP } from 'node:net';
 import type { HandoffConfig } from '../config/schema.js';
 import { CorruptEntryError, type Spool, type SpoolEntry } from '../spool/spool.js';
 import { outcomesFromError, outcomesFromInfo, type RecipientOutcome, type SmtpErrorLike } from './replies.js';
@@ -29,14 +31,19 @@ export function parsePeer(s: string): Peer {
   return { host: m[1]!, port };
 }
 
-/** The transport target for a peer; the handoff password and CA are read from their files each time. */
+/**
+ * The transport target for a peer; the handoff password and CA are read from their files each time. A
+ * peer named by IP address is verified against handoff.serverName (when set) instead of its IP.
+ */
 export async function peerTarget(peer: Peer, handoff: HandoffConfig): Promise<SmtpTarget> {
   const pass = (await fs.readFile(handoff.passwordFile, 'utf8')).replace(/\r?\n$/, '');
   const ca = handoff.caFile ? await fs.readFile(handoff.caFile, 'utf8') : undefined;
+  const byIp = isIP(peer.host) !== 0;
   return {
     host: peer.host,
     port: peer.port,
     name: peer.host,
+    ...(byIp && handoff.serverName ? { servername: handoff.serverName } : {}),
     tls: 'starttls',
     ...(ca ? { ca } : {}),
     auth: { user: handoff.username, pass },

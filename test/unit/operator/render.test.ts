@@ -281,6 +281,7 @@ describe('renderRelayConfig', () => {
       username: 'mailfleet-handoff',
       passwordFile: '/etc/mailfleet/handoff-password',
       caFile: '/etc/mailfleet/ca.crt',
+      serverName: `${r.metadata.name}.${r.metadata.namespace}.svc`,
     });
     expect(config.admin).toEqual({ address: '0.0.0.0', port: 9091, tokenFile: '/etc/mailfleet/admin-token' });
     expect(config.delivery.route.smarthost?.auth).toEqual({
