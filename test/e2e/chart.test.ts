@@ -80,7 +80,7 @@ test('helm install: the operator Deployment becomes Available with 2 Ready pods'
 });
 
 test('the operator, with the chart ServiceAccount, leads and serves every operator metric the chart uses', async () => {
-  expect(fs.existsSync(OPERATOR_CLI)).toBe(true); // built by `npm run build` (scripts/test.sh)
+  expect(fs.existsSync(OPERATOR_CLI)).toBe(true); // built by the e2e globalSetup
   const kubeconfig = await k.serviceAccountKubeconfig(ns, 'mf-mailfleet-operator');
   const [metricsPort, probePort] = [await freePort(), await freePort()];
   operator = spawn(
@@ -88,6 +88,8 @@ test('the operator, with the chart ServiceAccount, leads and serves every operat
     [
       OPERATOR_CLI,
       `--kubeconfig=${kubeconfig}`,
+      // Only its own namespace: other e2e files run their own operators on their own namespaces.
+      `--namespaces=${ns}`,
       '--leader-elect',
       `--leader-election-namespace=${ns}`,
       `--leader-election-id=mailfleet-operator`,

@@ -209,8 +209,8 @@ test('scale 2 -> 1: pod 1 drains into pod 0 before the StatefulSet shrinks; no m
 });
 
 test('deleting the SmtpRelay drains pod 0 (delivering its queue) before the finalizer lets it go', async () => {
-  // The smarthost now accepts, slowly (5 s per message), so the drain is seen in progress.
-  await downstream.set({ dataDelayMs: 5000 });
+  // The smarthost now accepts, slowly (8 s per message, all in parallel), so the drain is seen in progress.
+  await downstream.set({ dataDelayMs: 8000 });
   await k.kubectl(['delete', `smtprelay/${RELAY}`, '-n', ns, '--wait=false']);
   const deleting = await op.waitForCondition(`smtprelay/${RELAY}`, 'Draining', { reason: 'Deletion' });
   expect(deleting.metadata.deletionTimestamp).toBeDefined();
