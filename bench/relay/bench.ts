@@ -415,7 +415,11 @@ export async function runRelayBench(opts: RelayBenchOptions): Promise<RelayBench
         }
       }
     }
-    for (const target of opts.targets.filter((t) => t.delivers && t.name !== 'smtp-source → smtp-sink')) {
+    // The extras are about the relays as shipped: not the references, not the A/B variants ("name[variant]").
+    const extras = opts.targets.filter(
+      (t) => t.delivers && t.name !== 'smtp-source → smtp-sink' && !t.name.includes('['),
+    );
+    for (const target of extras) {
       if (opts.large) {
         const r = await largeRun(env, target);
         result.large.push(r);
