@@ -157,6 +157,20 @@ describe('recovery at start', () => {
     expect(await fs.readdir(path.join(dir, 'corrupt'))).toContain(id);
   });
 
+  test('a just-accepted body is served from memory until its first attempt ends; then from the file', async () => {
+    const s = await openSpool();
+    const { id } = await s.accept(envelope(), chunks('important ', 'words'));
+    // damage the file behind the spool's back: the first attempt still sends what was accepted
+    const file = path.join(dir, 'queue', id);
+    const bytes = await fs.readFile(file);
+    bytes[bytes.indexOf('important')] = 'I'.charCodeAt(0);
+    await fs.writeFile(file, bytes);
+    expect(await text(s.readBody(id))).toBe('important words');
+    // the attempt deferred the message: later attempts read the file, which is checked
+    await s.saveState(id, { attempts: 1, nextAttemptAt: 0, recipients: {} });
+    await expect(text(s.readBody(id))).rejects.toBeInstanceOf(CorruptEntryError);
+  });
+
   test('stray files and leftover scratch are handled', async () => {
     const s = await openSpool();
     await s.close();
