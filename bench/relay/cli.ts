@@ -19,7 +19,7 @@
  *   --set PATH=JSON       mailfleet config override (repeatable), e.g. --set log.level='"warn"'
  *   --variant NAME=JSON   one more mailfleet target, "mailfleet[NAME]", run interleaved with the others
  *                         for A/B comparisons: {"env":{..},"config":{..},"nodeArgs":[..],"cli":"path",
- *                         "workers":N,"leanTransport":true} (prototypes: relay/prototype-relay.ts)
+ *                         "workers":N} (workers: the prototype relay/prototype-relay.ts)
  *   --keep                keep every run's directory (logs, queues) under the work directory
  *
  * Needs: Postfix's smtp-source and smtp-sink (Debian package postfix), root for the private Postfix
@@ -171,7 +171,6 @@ async function main(): Promise<number> {
       nodeArgs?: string[];
       cli?: string;
       workers?: number;
-      leanTransport?: boolean;
     };
     targets.push(
       mailfleet({
@@ -182,7 +181,6 @@ async function main(): Promise<number> {
         config: deepMerge(overrides, spec.config ?? {}),
         version: mailfleetVersion(root),
         workers: spec.workers,
-        leanTransport: spec.leanTransport,
         prototypeScript: path.join(build, 'bench/relay/prototype-relay.js'),
       }),
     );

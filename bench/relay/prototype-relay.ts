@@ -8,9 +8,7 @@
  * - several configs: a process per config sharing one listening socket (node:cluster), each with its own
  *   spool directory and admin port, so each accepts, spools and delivers on its own ("a process per
  *   core, a spool per worker"). NODE_CLUSTER_SCHED_POLICY=rr (node's default on Linux: the primary
- *   accepts and hands each connection to a worker) or none (the workers accept from the shared socket);
- * - MAILFLEET_PROTO_LEAN_TRANSPORT=1: delivery through lean-transport.ts (SMTPConnection without
- *   nodemailer's Mailer/MIME path) instead of sendMail({ raw }).
+ *   accepts and hands each connection to a worker) or none (the workers accept from the shared socket).
  *
  * SIGTERM/SIGINT to the primary stop every worker gracefully; the primary exits when they have.
  * What a product version of the process-per-core design needs beyond this is listed in
@@ -19,14 +17,8 @@
 import cluster from 'node:cluster';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { installLeanTransport } from './lean-transport.js';
 
 async function runRelay(cli: string, config: string): Promise<void> {
-  if (process.env.MAILFLEET_PROTO_LEAN_TRANSPORT === '1') {
-    const transport = path.join(path.dirname(cli), 'delivery/transport.js');
-    const mod = (await import(pathToFileURL(transport).href)) as { TransportPool: { prototype: object } };
-    installLeanTransport(mod.TransportPool);
-  }
   process.argv = [process.argv[0]!, cli, '--config', config];
   await import(pathToFileURL(cli).href);
 }

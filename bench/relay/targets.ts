@@ -88,11 +88,10 @@ export interface MailfleetOptions {
   /** What to print as the version (e.g. "mailfleet 0.1.0 @ abc1234"). */
   version: string;
   /**
-   * PROTOTYPES (bench/relay/prototype-relay.ts, given as `prototypeScript`): run this many relay
-   * processes sharing the listener, each with its own spool; and/or deliver through lean-transport.ts.
+   * PROTOTYPE (bench/relay/prototype-relay.ts, given as `prototypeScript`): run this many relay
+   * processes sharing the listener, each with its own spool.
    */
   workers?: number;
-  leanTransport?: boolean;
   prototypeScript?: string;
 }
 
@@ -155,17 +154,13 @@ export function mailfleet(opts: MailfleetOptions): Target {
         return file;
       });
       const log = path.join(ctx.dir, 'relay.log');
-      const prototype = workers > 1 || opts.leanTransport;
-      const args = prototype
-        ? [...(opts.nodeArgs ?? []), opts.prototypeScript!, opts.cli, ...configs]
-        : [...(opts.nodeArgs ?? []), opts.cli, '--config', configs[0]!];
+      const args =
+        workers > 1
+          ? [...(opts.nodeArgs ?? []), opts.prototypeScript!, opts.cli, ...configs]
+          : [...(opts.nodeArgs ?? []), opts.cli, '--config', configs[0]!];
       const p = startLogged('mailfleet', process.execPath, args, log, {
         cwd: ctx.dir,
-        env: {
-          ...process.env,
-          ...opts.env,
-          ...(opts.leanTransport ? { MAILFLEET_PROTO_LEAN_TRANSPORT: '1' } : {}),
-        },
+        env: { ...process.env, ...opts.env },
       });
       await waitGreeting('mailfleet', port, p, log);
       return { port, rootPid: p.pid, log, stop: () => p.stop(30_000) };
