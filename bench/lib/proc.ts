@@ -11,6 +11,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { freePort } from '../../test/cluster/proc.js';
 
 const started = new Map<number, { name: string; group: boolean }>();
 /** Extra cleanups (e.g. `postfix stop` for a daemonised master) run on exit. */
@@ -191,18 +192,6 @@ export function runCommand(
   });
 }
 
-/** A TCP port free on `host` right now. */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve());
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
 /** true when a connection to host:port gets a "220" greeting within `timeoutMs`. */
 export function greets(host: string, port: number, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {
@@ -250,3 +239,5 @@ export function tailFile(file: string, lines = 20): string {
     return '';
   }
 }
+
+export { freePort };

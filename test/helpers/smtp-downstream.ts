@@ -14,6 +14,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { freePort } from '../cluster/proc.js';
 
 export interface DownstreamRules {
   /** "accept" (default), "drop", "stall", or a greeting reply such as "421 4.3.2 busy". */
@@ -229,18 +230,6 @@ export async function startSmtpSink(opts: { host?: string } = {}): Promise<SmtpS
   };
 }
 
-/** A TCP port free on `host` right now. */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve());
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
 function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
@@ -251,3 +240,5 @@ function canConnect(host: string, port: number): Promise<boolean> {
     s.once('error', () => resolve(false));
   });
 }
+
+export { freePort };

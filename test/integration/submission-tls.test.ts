@@ -279,6 +279,17 @@ describeWithSwaks('swaks: STARTTLS + AUTH, and AUTH without TLS', () => {
     });
   });
   afterAll(async () => relay2?.stop());
+  /** alice's credentials and a message from her; the AUTH mechanism comes before. */
+  const asAlice = () => [
+    '--auth-user',
+    'alice',
+    '--auth-password',
+    USERS.alice,
+    '--from',
+    'alice@example.com',
+    '--to',
+    'x@mx.test',
+  ];
 
   test('swaks --tls --auth LOGIN is queued', async () => {
     const r = await swaks([
@@ -290,14 +301,7 @@ describeWithSwaks('swaks: STARTTLS + AUTH, and AUTH without TLS', () => {
       '--tls-verify',
       '--auth',
       'LOGIN',
-      '--auth-user',
-      'alice',
-      '--auth-password',
-      USERS.alice,
-      '--from',
-      'alice@example.com',
-      '--to',
-      'x@mx.test',
+      ...asAlice(),
     ]);
     expect(r.code).toBe(0);
     expect(r.replies).toContainEqual(expect.stringMatching(/^250 2\.0\.0 Ok: queued as /));
@@ -309,14 +313,7 @@ describeWithSwaks('swaks: STARTTLS + AUTH, and AUTH without TLS', () => {
       `127.0.0.1:${relay2.ports.submission}`,
       '--auth',
       'PLAIN',
-      '--auth-user',
-      'alice',
-      '--auth-password',
-      USERS.alice,
-      '--from',
-      'alice@example.com',
-      '--to',
-      'x@mx.test',
+      ...asAlice(),
     ]);
     expect(r.code).toBe(28);
   });
@@ -330,14 +327,7 @@ describeWithSwaks('swaks: STARTTLS + AUTH, and AUTH without TLS', () => {
       caFile,
       '--auth',
       'PLAIN',
-      '--auth-user',
-      'alice',
-      '--auth-password',
-      USERS.alice,
-      '--from',
-      'alice@example.com',
-      '--to',
-      'x@mx.test',
+      ...asAlice(),
     ]);
     expect(r.code).toBe(0);
   });

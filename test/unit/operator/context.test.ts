@@ -1,5 +1,5 @@
 import { RecentWrites, ReferenceIndex } from '../../../operator/context.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../../helpers/fake-clock.js';
 
 const obj = (rv: string, data = 'x') => ({
   apiVersion: 'v1',

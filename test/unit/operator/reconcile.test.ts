@@ -6,7 +6,7 @@ import type { EventRecorder } from '../../../operator/runtime/events.js';
 import { silentLogger } from '../../../operator/runtime/logger.js';
 import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';
 import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../../helpers/fake-clock.js';
 import { FakeApi } from './fake-api.js';
 import { parseNetworks } from '../../../relay/policy/network.js';
 

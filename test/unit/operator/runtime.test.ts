@@ -5,7 +5,7 @@ import { silentLogger } from '../../../operator/runtime/logger.js';
 import { OperatorMetrics } from '../../../operator/runtime/metrics.js';
 import { parseDuration, parseFlags } from '../../../operator/flags.js';
 import { FakeApi } from './fake-api.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../../helpers/fake-clock.js';
 
 describe('Controller result semantics', () => {
   async function run(result: () => Promise<unknown>) {

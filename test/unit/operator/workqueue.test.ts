@@ -5,7 +5,7 @@ import {
   defaultControllerRateLimiter,
 } from '../../../operator/runtime/ratelimit.js';
 import { WorkQueue } from '../../../operator/runtime/workqueue.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../../helpers/fake-clock.js';
 
 describe('ItemExponentialFailureRateLimiter', () => {
   it('doubles from 5 ms per failure up to 1000 s, per key, and forget resets', () => {

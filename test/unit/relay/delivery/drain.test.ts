@@ -11,7 +11,7 @@ import { QueueManager } from '../../../../relay/delivery/queue-manager.js';
 import { fromReply, localDeferral, type RecipientOutcome } from '../../../../relay/delivery/replies.js';
 import { RelayMetrics } from '../../../../relay/metrics.js';
 import { Spool } from '../../../../relay/spool/spool.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../../../helpers/fake-clock.js';
 
 const config = {
   hostname: 'relay.test',
@@ -76,7 +76,7 @@ function makeDrainer(handOff: (id: string, rcpts: string[], peer: string) => Rec
 
 beforeEach(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'drain-'));
-  clock = new FakeClock();
+  clock = new FakeClock(Date.UTC(2026, 11, 1));
   metrics = new RelayMetrics({ defaultMetrics: false });
   spool = await Spool.open({ dir, now: () => clock.now() });
   draining = [];

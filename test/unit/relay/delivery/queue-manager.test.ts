@@ -16,7 +16,7 @@ import type { DeliveryGroup } from '../../../../relay/delivery/router.js';
 import { RelayMetrics } from '../../../../relay/metrics.js';
 import type { Envelope } from '../../../../relay/spool/envelope.js';
 import { Spool } from '../../../../relay/spool/spool.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../../../helpers/fake-clock.js';
 
 const retry = { firstRetry: 300, maxBackoff: 4000, maxLifetime: 86_400, delayWarningAfter: 0 };
 function makeConfig(over: Partial<RelayConfig['delivery']> = {}): RelayConfig {
@@ -131,7 +131,7 @@ const ok: Reply = (r) => fromReply(r, '250 2.0.0 ok', 'mx.test');
 
 beforeEach(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'qm-'));
-  clock = new FakeClock();
+  clock = new FakeClock(Date.UTC(2026, 11, 1));
   metrics = new RelayMetrics({ defaultMetrics: false });
   spool = await Spool.open({ dir, now: () => clock.now() });
   sent = [];

@@ -1,10 +1,14 @@
-import type { Clock } from '../../../../relay/delivery/queue-manager.js';
-
-/** A clock that moves only when told to; due timers fire in time order during advance(). */
-export class FakeClock implements Clock {
+/**
+ * A clock that moves only when told to; due timers fire in time order during advance(). It has the
+ * shape of both programs' Clock seams (operator/runtime/clock.ts, relay/delivery/queue-manager.ts).
+ */
+export class FakeClock {
+  private t: number;
   private seq = 0;
   private readonly timers = new Map<number, { at: number; fn: () => void }>();
-  constructor(public t = Date.UTC(2026, 11, 1)) {}
+  constructor(start = Date.parse('2025-01-01T00:00:00Z')) {
+    this.t = start;
+  }
   now(): number {
     return this.t;
   }
@@ -16,10 +20,14 @@ export class FakeClock implements Clock {
   clearTimeout(handle: unknown): void {
     this.timers.delete(handle as number);
   }
+  /** Timers not yet fired or cleared. */
+  pending(): number {
+    return this.timers.size;
+  }
   /** Moves time forward by `ms`, firing every timer that falls due on the way. */
   advance(ms: number): void {
     const end = this.t + ms;
-    for (let i = 0; i < 10_000; i++) {
+    for (let i = 0; i < 100_000; i++) {
       const next = [...this.timers.entries()]
         .filter(([, v]) => v.at <= end)
         .sort((a, b) => a[1].at - b[1].at)[0];
