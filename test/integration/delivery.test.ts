@@ -175,6 +175,7 @@ describe('direct MX delivery', () => {
 
     await mx1.set({});
     await settled(relay, id, 'message done');
+    await arrived(mx1, 'retry for later@x.test', (m) => m.testId === testId && m.to.includes('later@x.test'));
     const later = byTestId(mx1, testId).filter((m) => m.to.includes('later@x.test'));
     expect(later.map((m) => m.to)).toEqual([['later@x.test']]);
   });
@@ -188,6 +189,7 @@ describe('direct MX delivery', () => {
         expect(line.pending).toBe(1);
         await mx1.set({});
         await settled(relay, id, 'message done');
+        await received(mx1, testId);
         // the dropped or stalled copy was not accepted downstream; the retry went to the same MX
         expect(byTestId(mx1, testId)).toHaveLength(1);
         expect(byTestId(mx2, testId)).toEqual([]);

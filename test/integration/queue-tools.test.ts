@@ -130,6 +130,8 @@ test('queue delete removes a message; retry sends one now, retry --all the rest'
     stdout: `${ids[0]}: scheduled for delivery now\n`,
   });
   await relay.waitForLog((l) => l.id === ids[0] && l.msg === 'message done');
+  // the downstream reports on its own pipe: wait for its line too
+  await downstream.waitForMessages(1, 20_000);
   expect(downstream.messages.map((m) => m.testId)).toEqual(['qt-0']);
 
   expect(await queue('retry', '--all')).toMatchObject({
@@ -137,6 +139,7 @@ test('queue delete removes a message; retry sends one now, retry --all the rest'
     stdout: '1 message(s) scheduled for delivery now\n',
   });
   await relay.waitForLog((l) => l.id === ids[1] && l.msg === 'message done');
+  await downstream.waitForMessages(2, 20_000);
   expect((await queue('list')).stdout).toBe('Mail queue is empty\n');
   expect(downstream.messages.map((m) => m.testId).sort()).toEqual(['qt-0', 'qt-1']);
 });
