@@ -39,3 +39,34 @@ test('a failed fsync fails its callers and the next caller gets a fresh one', as
   fail = false;
   await expect(g.sync()).resolves.toBeUndefined();
 });
+
+describe('soon(): removals ride on the next fsync', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  test('with no other caller, one fsync starts after the delay', async () => {
+    const { handle, pending } = fakeHandle();
+    const g = new GroupSync(handle);
+    g.soon(200);
+    g.soon(200); // a second removal in the window adds nothing
+    jest.advanceTimersByTime(199);
+    expect(pending).toHaveLength(0);
+    jest.advanceTimersByTime(1);
+    expect(pending).toHaveLength(1);
+    pending.shift()!();
+    await Promise.resolve();
+    expect(g.syncs).toBe(1);
+  });
+
+  test('an fsync a caller asks for in the meantime covers it: no extra fsync', async () => {
+    const { handle, pending } = fakeHandle();
+    const g = new GroupSync(handle);
+    g.soon(200);
+    const accepted = g.sync(); // an accept() in the window
+    pending.shift()!();
+    await accepted;
+    jest.advanceTimersByTime(200);
+    expect(pending).toHaveLength(0);
+    expect(g.syncs).toBe(1);
+  });
+});
