@@ -38,36 +38,15 @@ function installTsResolution(): void {
 export type Teardown = () => Promise<void>;
 
 /** Compiles operator/cli.ts and relay/cli.ts (and everything they import) into dist/. */
-async function buildDist(root: string): Promise<void> {
-  const ts = (await import('typescript')).default;
-  const started = Date.now();
-  const parsed = ts.getParsedCommandLineOfConfigFile(
-    path.join(root, 'tsconfig.build.json'),
-    {},
-    {
-      ...ts.sys,
-      onUnRecoverableConfigFileDiagnostic: (d) => {
-        throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
-      },
-    },
-  );
-  if (!parsed) throw new Error('mailfleet e2e: cannot read tsconfig.build.json');
-  // Not incremental: a build info file would skip emitting into a dist/ someone else rewrote meanwhile.
-  const program = ts.createProgram({
-    rootNames: ['operator/cli.ts', 'relay/cli.ts'].map((f) => path.join(root, f)),
-    options: parsed.options,
-  });
-  const emitted = program.emit();
-  const diagnostics = ts.getPreEmitDiagnostics(program).concat(emitted.diagnostics);
-  if (diagnostics.length > 0) {
-    const host = {
-      getCanonicalFileName: (f: string) => f,
-      getCurrentDirectory: () => root,
-      getNewLine: () => '\n',
-    };
-    throw new Error(`mailfleet e2e: build failed:\n${ts.formatDiagnostics(diagnostics, host)}`);
-  }
-  console.log(`\nmailfleet e2e: operator and relay built into dist/ in ${Date.now() - started} ms`);
+function buildDist(root: string): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const build = require(path.join(root, 'test/helpers/build-dist.cjs')) as (
+    root: string,
+    entries: string[],
+    label: string,
+  ) => number;
+  const ms = build(root, ['operator/cli.ts', 'relay/cli.ts'], 'mailfleet e2e');
+  console.log(`\nmailfleet e2e: operator and relay built into dist/ in ${ms} ms`);
 }
 
 export default async function globalSetup(): Promise<void> {
@@ -75,7 +54,7 @@ export default async function globalSetup(): Promise<void> {
   const c = await import('../cluster/cluster.js');
   const { STATE_ENV } = await import('../cluster/kube.js');
   const g = globalThis as { mailfleetTeardown?: Teardown };
-  await buildDist(c.repoRoot());
+  buildDist(c.repoRoot());
   const given = process.env[STATE_ENV];
   if (given) {
     const info = c.readClusterInfo(given);
