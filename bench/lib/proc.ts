@@ -241,3 +241,33 @@ export function tailFile(file: string, lines = 20): string {
 }
 
 export { freePort };
+
+/** The mailfleet checkout the bench runs in (found upwards from the working directory). */
+export function repoRoot(): string {
+  let dir = process.cwd();
+  for (let i = 0; i < 32; i++) {
+    const pkg = path.join(dir, 'package.json');
+    if (
+      fs.existsSync(pkg) &&
+      (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'mailfleet'
+    )
+      return dir;
+    dir = path.dirname(dir);
+  }
+  throw new Error('run from the mailfleet repository');
+}
+
+/** Runs a bench CLI's main, stops everything it started, and exits with its code (1 on an error). */
+export function runMain(main: () => Promise<number>): void {
+  main().then(
+    (code) => {
+      killAll();
+      process.exit(code);
+    },
+    (err: unknown) => {
+      console.error(err);
+      killAll();
+      process.exit(1);
+    },
+  );
+}

@@ -15,20 +15,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { exitOnSignals, killAll } from '../lib/proc.js';
+import { exitOnSignals, repoRoot, runMain } from '../lib/proc.js';
 import { replaceSection } from '../relay/report.js';
 import { runOperatorBench } from './bench.js';
 import { markdown } from './report.js';
-
-function repoRoot(): string {
-  let dir = process.cwd();
-  for (let i = 0; i < 32; i++) {
-    const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'mailfleet') return dir;
-    dir = path.dirname(dir);
-  }
-  throw new Error('run from the mailfleet repository');
-}
 
 async function main(): Promise<number> {
   exitOnSignals();
@@ -78,14 +68,4 @@ async function main(): Promise<number> {
   return results.every((r) => r.ok) ? 0 : 1;
 }
 
-main().then(
-  (code) => {
-    killAll();
-    process.exit(code);
-  },
-  (err: unknown) => {
-    console.error(err);
-    killAll();
-    process.exit(1);
-  },
-);
+runMain(main);
