@@ -1,24 +1,110 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the tests use as real peers when they are missing: swaks (an SMTP client),
-# Postfix's smtp-sink/smtp-source (downstream server and load source). The Postfix daemon itself is
-# never started. Needs root (apt-get) only when something is missing.
+# What the test suite takes from the machine, each checked for the capability the tests use (not only
+# that a command exists), and installed from Debian when it is missing or incomplete.
+#
+#   scripts/test-tools.sh           install what is missing (needs root and apt-get only then), check all
+#   scripts/test-tools.sh --check   check only; the integration and e2e globalSetups run this, so a bare
+#                                   `npm test` stops at the start, naming what to install
+#
+# A requirement that still fails prints one line: what is missing and the package that provides it.
+# Add a requirement here, next to the others, when a test starts relying on something new.
 set -euo pipefail
-need=()
-command -v swaks >/dev/null 2>&1 || need+=(swaks)
-{ [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ]; } || need+=(postfix)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "mailfleet: the tests need ${need[*]} (Debian packages); install them or run as root with apt-get" >&2
+mode="${1:-install}"
+case "$mode" in install | --check) ;; *) echo "usage: $0 [--check]" >&2; exit 2 ;; esac
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+# --- checks: each returns 0 when the capability is there -----------------------------------------
+
+# swaks as the tests run it: --tls/--tlsc need Net::SSLeay (a Recommends that --no-install-recommends
+# leaves out), --auth LOGIN/PLAIN need its basic AUTH. `--support` prints what it can do.
+swaks_tls() {
+  command -v swaks >/dev/null 2>&1 || return 1
+  local s
+  s="$(swaks --support 2>&1)" || return 1
+  grep -qx '=== TLS supported' <<<"$s" && grep -qx '=== Basic AUTH supported' <<<"$s"
+}
+# Postfix's smtp-sink (downstream server) and smtp-source (bench load): the Postfix daemon is never started.
+smtp_sink_source() { [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ]; }
+# flock serialises the cached Go builds; setpriv ties the test cluster's processes to jest's life.
+util_linux() { command -v flock >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; }
+# The e2e control plane and promtool build from Go modules with the Go in test/cluster/go.mod or newer.
+go_version() {
+  local go=go want have
+  command -v go >/dev/null 2>&1 || go=/usr/local/go/bin/go
+  [ -x "$(command -v "$go")" ] || return 1
+  want="$(awk '$1 == "go" { print $2; exit }' "$here/test/cluster/go.mod")"
+  have="$("$go" env GOVERSION 2>/dev/null)" || return 1
+  have="${have#go}"
+  [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" = "$want" ]
+}
+# Free space where the cold builds (Go's module and build caches, ~/.cache/mailfleet) and the tests'
+# spools and cluster state (/tmp) go. Measured cold: about 6 GiB for the caches.
+free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
+disk_space() {
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}"
+  mkdir -p "$cache"
+  [ "$(free_gib "$cache")" -ge 8 ] && [ "$(free_gib "${TMPDIR:-/tmp}")" -ge 2 ]
+}
+
+# --- requirements: check | Debian packages that provide it (empty: not installable here) | what -----
+requirements=(
+  "swaks_tls|swaks libnet-ssleay-perl libio-socket-ssl-perl|swaks with TLS and AUTH (swaks --support: 'TLS supported')"
+  "smtp_sink_source|postfix|Postfix's /usr/sbin/smtp-sink and /usr/sbin/smtp-source"
+  "util_linux|util-linux|flock and setpriv"
+  "go_version||Go $(awk '$1 == "go" { print $2; exit }' "$here/test/cluster/go.mod") or newer (https://go.dev/dl/, with the Go module proxy reachable)"
+  "disk_space||8 GiB free under ${XDG_CACHE_HOME:-$HOME/.cache} and 2 GiB under ${TMPDIR:-/tmp}"
+)
+
+failing() {
+  local r
+  for r in "${requirements[@]}"; do
+    IFS='|' read -r check _ _ <<<"$r"
+    "$check" || echo "$r"
+  done
+}
+
+report() {
+  local r check pkgs what
+  while IFS= read -r r; do
+    [ -n "$r" ] || continue
+    IFS='|' read -r check pkgs what <<<"$r"
+    if [ -n "$pkgs" ]; then
+      echo "mailfleet: the tests need $what: install the Debian packages $pkgs (scripts/test-tools.sh does, as root)" >&2
+    else
+      echo "mailfleet: the tests need $what" >&2
+    fi
+  done <<<"$1"
+}
+
+missing="$(failing)"
+[ -z "$missing" ] && exit 0
+if [ "$mode" = --check ]; then
+  report "$missing"
   exit 1
 fi
-echo "mailfleet: installing ${need[*]} from Debian" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# postfix's postinst must not start a mail system on the machine.
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1; fi
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-[ "$created_policy" = 1 ] && rm -f "$policy"
-exit 0
+
+pkgs=()
+while IFS='|' read -r _ p _; do
+  [ -n "$p" ] && read -ra more <<<"$p" && pkgs+=("${more[@]}")
+done <<<"$missing"
+if [ ${#pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    report "$missing"
+    echo "mailfleet: cannot install them here (needs root and apt-get)" >&2
+    exit 1
+  fi
+  echo "mailfleet: installing ${pkgs[*]} from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # postfix's postinst must not start a mail system on the machine.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1; fi
+  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  [ "$created_policy" = 1 ] && rm -f "$policy"
+fi
+# Check again: a package that installed but still lacks the capability must stop the run here.
+missing="$(failing)"
+[ -z "$missing" ] && exit 0
+report "$missing"
+exit 1

@@ -54,6 +54,11 @@ export default async function globalSetup(): Promise<void> {
   const c = await import('../cluster/cluster.js');
   const { STATE_ENV } = await import('../cluster/kube.js');
   const g = globalThis as { mailfleetTeardown?: Teardown };
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const checkMachine = require(path.join(c.repoRoot(), 'test/helpers/machine-check.cjs')) as (
+    root: string,
+  ) => void;
+  checkMachine(c.repoRoot());
   buildDist(c.repoRoot());
   const given = process.env[STATE_ENV];
   if (given) {

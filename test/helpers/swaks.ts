@@ -1,7 +1,7 @@
 /**
- * swaks (Debian's "Swiss Army Knife for SMTP") as a real, independent SMTP client. Installed by
- * scripts/test-tools.sh; tests that need it use `describeWithSwaks` so a machine without it says so
- * instead of failing obscurely.
+ * swaks (Debian's "Swiss Army Knife for SMTP") as a real, independent SMTP client. Installed with TLS
+ * support by scripts/test-tools.sh, whose check the integration globalSetup runs: a machine without it
+ * stops the run at the start, naming the packages, rather than skipping these tests.
  *
  *   const r = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@example.com', '--to', 'b@mx.test']);
  *   r.code                 swaks's exit code (0: the message was accepted)
@@ -11,15 +11,7 @@
  * swaks exit codes: 0 ok, 2 connection error, 21 timeout, 23 MAIL refused, 24 every RCPT refused,
  * 25 DATA refused, 28 AUTH refused, 29 TLS failed (see `man swaks`).
  */
-import { spawn, spawnSync } from 'node:child_process';
-
-export const swaksAvailable = spawnSync('swaks', ['--version'], { stdio: 'ignore' }).status === 0;
-
-/** describe() when swaks is installed, describe.skip() with a note otherwise. */
-export function describeWithSwaks(name: string, fn: () => void): void {
-  if (swaksAvailable) describe(name, fn);
-  else describe.skip(`${name} (swaks not installed: run scripts/test-tools.sh)`, fn);
-}
+import { spawn } from 'node:child_process';
 
 export interface SwaksResult {
   code: number | null;

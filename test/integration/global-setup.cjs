@@ -3,8 +3,10 @@
 // import graph is compiled: an operator change in progress must not stop relay tests.
 const path = require('node:path');
 const buildDist = require('../helpers/build-dist.cjs');
+const checkMachine = require('../helpers/machine-check.cjs');
 
 module.exports = async function buildRelayOnce() {
+  checkMachine(path.join(__dirname, '..', '..'));
   const ms = buildDist(path.join(__dirname, '..', '..'), ['relay/cli.ts'], 'integration: relay');
   process.stderr.write(`\nintegration: relay built into dist/ in ${ms} ms\n`);
 };

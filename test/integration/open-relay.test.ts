@@ -7,7 +7,7 @@ import path from 'node:path';
 import { a, mx, startDnsServer, type TestDnsServer } from '../helpers/dns.js';
 import { makeTempDir, relayConfig, startRelay, writeUsersFile, type RelayProcess } from '../helpers/relay.js';
 import { SmtpClient, authPlain } from '../helpers/smtp-client.js';
-import { describeWithSwaks, swaks } from '../helpers/swaks.js';
+import { swaks } from '../helpers/swaks.js';
 import { makeCa, makeCert, writeCert } from '../helpers/tls.js';
 
 jest.setTimeout(60_000);
@@ -118,7 +118,7 @@ describe('an outsider on every listener', () => {
   });
 });
 
-describeWithSwaks('swaks as the outsider', () => {
+describe('swaks as the outsider', () => {
   test.each([
     ['relay', ['--local-interface', OUTSIDER]],
     ['submission', ['--local-interface', OUTSIDER]],

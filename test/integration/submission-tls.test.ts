@@ -10,7 +10,7 @@ import { Spool } from '../../relay/spool/spool.js';
 import { a, mx, startDnsServer, type TestDnsServer } from '../helpers/dns.js';
 import { relayConfig, startRelay, writeUsersFile, makeTempDir, type RelayProcess } from '../helpers/relay.js';
 import { SmtpClient, authPlain } from '../helpers/smtp-client.js';
-import { describeWithSwaks, swaks } from '../helpers/swaks.js';
+import { swaks } from '../helpers/swaks.js';
 import { makeCa, makeCert, writeCert, type TestCa } from '../helpers/tls.js';
 import fs from 'node:fs/promises';
 
@@ -270,7 +270,7 @@ describe('spool contents of authenticated submissions', () => {
   });
 });
 
-describeWithSwaks('swaks: STARTTLS + AUTH, and AUTH without TLS', () => {
+describe('swaks: STARTTLS + AUTH, and AUTH without TLS', () => {
   let relay2: RelayProcess;
   beforeAll(async () => {
     relay2 = await startRelay({
