@@ -86,6 +86,22 @@ describe('renderRelay', () => {
     expect(pod.automountServiceAccountToken).toBe(false);
   });
 
+  it('lets the non-root relay bind ports below 1024 through the pod-scoped safe sysctl, only when it listens on one', () => {
+    // The defaults listen on 587: without the sysctl the relay exits with EACCES on containerd 1.x.
+    expect(pod.securityContext.sysctls).toEqual([
+      { name: 'net.ipv4.ip_unprivileged_port_start', value: '0' },
+    ]);
+    const high = relay({
+      listeners: {
+        submission: { enabled: true, port: 2587 },
+        smtps: { enabled: false, port: 465 },
+        relay: { enabled: true, port: 2525, allowedNetworks: [] },
+      },
+    });
+    const highPod = byKind(renderRelay(input(high)), 'StatefulSet').spec.template.spec;
+    expect(highPod.securityContext.sysctls).toBeUndefined();
+  });
+
   it('runs the relay on its config file with probes on the admin port', () => {
     expect(c.command).toEqual(['mailfleet-relay', '--config', '/etc/mailfleet/relay.yaml']);
     expect(c.image).toBe('ghcr.io/mailfleet/mailfleet:test');
