@@ -8,20 +8,21 @@
  * Needs root, `bash test/cluster/build.sh node` and the image build's tools (scripts/test.sh runs both).
  */
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 
 export type Teardown = () => Promise<void>;
 
 /** The OCI archive of the image, built (or reused from its cache) by scripts/image.sh. */
 function imageArchive(root: string): string {
-  const r = spawnSync('bash', [path.join(root, 'scripts/image.sh'), '--print-archive'], {
+  const file = path.join(os.homedir(), '.cache', 'mailfleet', 'image', 'node-test.oci.tar');
+  const r = spawnSync('bash', [path.join(root, 'scripts/image.sh'), '--oci-archive', file], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     timeout: 3_600_000,
   });
-  const file = r.stdout.trim().split('\n').pop() ?? '';
-  if (r.status !== 0 || !file)
-    throw new Error(`scripts/image.sh failed (exit ${r.status}): no image archive`);
+  if (r.status !== 0 || !/^oci-archive: /m.test(r.stdout))
+    throw new Error(`scripts/image.sh --oci-archive ${file} failed (exit ${r.status}):\n${r.stdout}`);
   return file;
 }
 
