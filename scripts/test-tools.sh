@@ -37,6 +37,8 @@ go_version() {
   have="${have#go}"
   [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" = "$want" ]
 }
+# The image tests (test/image) run the image with podman and enter its network namespace with nsenter.
+podman_nsenter() { podman info >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1; }
 # Free space where the cold builds (Go's module and build caches, ~/.cache/mailfleet) and the tests'
 # spools and cluster state (/tmp) go. Measured cold: about 6 GiB for the caches.
 free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
@@ -51,6 +53,7 @@ requirements=(
   "swaks_tls|swaks libnet-ssleay-perl libio-socket-ssl-perl|swaks with TLS and AUTH (swaks --support: 'TLS supported')"
   "smtp_sink_source|postfix|Postfix's /usr/sbin/smtp-sink and /usr/sbin/smtp-source"
   "util_linux|util-linux|flock and setpriv"
+  "podman_nsenter|podman util-linux|podman that runs containers (podman info) and nsenter"
   "go_version||Go $(awk '$1 == "go" { print $2; exit }' "$here/test/cluster/go.mod") or newer (https://go.dev/dl/, with the Go module proxy reachable)"
   "disk_space||8 GiB free under ${XDG_CACHE_HOME:-$HOME/.cache} and 2 GiB under ${TMPDIR:-/tmp}"
 )
