@@ -23,6 +23,14 @@ module.exports = {
     },
     {
       ...common,
+      displayName: 'image',
+      testMatch: ['<rootDir>/test/image/**/*.test.ts'],
+      // Builds (or reuses) the image with scripts/image.sh; the tests run it with podman.
+      globalSetup: '<rootDir>/test/image/global-setup.cjs',
+      globalTeardown: '<rootDir>/test/image/global-teardown.cjs',
+    },
+    {
+      ...common,
       displayName: 'e2e',
       testMatch: ['<rootDir>/test/e2e/**/*.test.ts'],
       // One control plane (test/cluster/) for all e2e files; needs `npm run cluster:build` first.

@@ -50,6 +50,8 @@ netns_iptables() {
 umoci_present() { command -v umoci >/dev/null 2>&1; }
 # overlayfs for containerd's snapshots and cgroup hierarchies for the kubelet: the kernel's, not a package.
 kernel_features() { grep -qw overlay /proc/filesystems && grep -q ' cgroup' /proc/self/mountinfo; }
+# The image tests (test/image) run the image with podman and enter its network namespace with nsenter.
+podman_nsenter() { podman info >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1; }
 # Free space where the cold builds (Go's module and build caches, ~/.cache/mailfleet) and the tests'
 # spools and cluster state (/tmp) go. Measured cold: about 6 GiB for the caches.
 free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
@@ -69,6 +71,7 @@ requirements=(
   "netns_iptables|iptables iproute2 util-linux|root, and iptables working inside a new network namespace (the real node)"
   "umoci_present|umoci|umoci (packs the real node's images)"
   "kernel_features||a kernel with overlayfs and cgroups mounted (the real node)"
+  "podman_nsenter|podman util-linux|podman that runs containers (podman info) and nsenter"
   "go_version||Go $(awk '$1 == "go" { print $2; exit }' "$here/test/cluster/go.mod") or newer (https://go.dev/dl/, with the Go module proxy reachable)"
   "disk_space||8 GiB free under ${XDG_CACHE_HOME:-$HOME/.cache} and 2 GiB under ${TMPDIR:-/tmp}"
 )
