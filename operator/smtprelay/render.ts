@@ -183,7 +183,8 @@ export function renderStatefulSet(input: RenderInput): KubeObject {
       podManagementPolicy: 'Parallel',
       updateStrategy: { type: 'RollingUpdate' },
       // Pods are drained before a scale-down removes them, so their volumes are empty: delete them. On
-      // deletion of the SmtpRelay the claims are kept, in case the drain was skipped.
+      // deletion of the SmtpRelay the StatefulSet keeps them; the operator deletes them once the deletion
+      // drain has emptied them (not when the drain was skipped).
       persistentVolumeClaimRetentionPolicy: { whenScaled: 'Delete', whenDeleted: 'Retain' },
       selector: { matchLabels: selectorLabels(relay) },
       template: pod,

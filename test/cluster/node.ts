@@ -639,8 +639,9 @@ export async function stopRealNode(node: RealNodeInfo, marker: string): Promise<
   });
   await step('network namespace', async () => {
     if (fs.existsSync(`/run/netns/${node.netns}`)) await sh('ip', ['netns', 'delete', node.netns]);
-    const link = await run('ip', ['link', 'show', node.hostVeth], { timeoutMs: 10_000 });
-    if (link.code === 0) await sh('ip', ['link', 'delete', node.hostVeth]);
+    // Deleting the namespace destroys its end of the pair, and with it (soon) this one.
+    const del = await run('ip', ['link', 'delete', node.hostVeth], { timeoutMs: 10_000 });
+    if (del.code !== 0 && !/Cannot find device/.test(del.stderr)) throw new Error(del.stderr.trim());
   });
   await step('cgroups', () => removeCgroups(node));
   await step('kernel settings', () => {
