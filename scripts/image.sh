@@ -74,22 +74,24 @@ engine_works() {
   esac
 }
 
-# Sets engine: the one asked for, else the first that works, else podman installed from Debian.
+# Sets engine: the one asked for, else the first that works, else podman installed from Debian. An
+# engine that is installed but does not answer stops here with its own error (not installed again).
 choose_engine() {
-  if [ -n "$engine" ]; then
-    engine_works "$engine" && return 0
-    case "$engine" in
-      docker) die "docker does not answer (docker info): start its daemon, or use --engine podman" ;;
-      podman | buildah) apt_install "$engine that runs (\`$engine info\`)" "$engine" ;;
-      *) die "unknown engine $engine (podman, buildah or docker)" ;;
-    esac
-    engine_works "$engine" || die "$engine is installed but \`$engine info\` fails: $($engine info 2>&1 | tail -1)"
-    return 0
+  if [ -z "$engine" ]; then
+    for engine in docker podman buildah; do engine_works "$engine" && return 0; done
+    engine=podman
   fi
-  for engine in docker podman buildah; do engine_works "$engine" && return 0; done
-  engine=podman
-  apt_install "a container engine (docker with a running daemon, podman or buildah)" podman
-  engine_works podman || die "podman is installed but \`podman info\` fails: $(podman info 2>&1 | tail -1)"
+  engine_works "$engine" && return 0
+  case "$engine" in
+    docker) die "docker does not answer (docker info): start its daemon, or use --engine podman" ;;
+    podman | buildah) ;;
+    *) die "unknown engine $engine (podman, buildah or docker)" ;;
+  esac
+  if command -v "$engine" >/dev/null 2>&1; then
+    die "$engine is installed but \`$engine info\` fails: $("$engine" info 2>&1 | tail -1)"
+  fi
+  apt_install "a container engine (docker with a running daemon, podman or buildah)" "$engine"
+  engine_works "$engine" || die "$engine is installed but \`$engine info\` fails: $("$engine" info 2>&1 | tail -1)"
 }
 
 need_mmdebstrap() {
@@ -385,8 +387,6 @@ main() {
   exec 9>"$image_cache/.lock"
   flock -w 3600 9 || die "another scripts/image.sh holds $image_cache/.lock"
 
-  # shellcheck source=node.sh
-  . "$repo/scripts/node.sh"
   node_version="$(awk -F= '$1 == "ARG NODE_VERSION" { print $2; exit }' "$repo/Dockerfile")"
   [ -n "$node_version" ] || die "the Dockerfile has no ARG NODE_VERSION=..."
   yarn_version=1.22.22
@@ -398,10 +398,12 @@ main() {
     aarch64 | arm64) ARCH_NODE=arm64 ARCH_OPENSSL=linux-aarch64 ;;
     *) die "unsupported machine $(uname -m)" ;;
   esac
-  [ -n "$tag" ] || tag="ghcr.io/mailfleet/mailfleet:$(node -p 'require(process.argv[1]).version' "$repo/package.json")"
 
   choose_engine
   [ "$engine" != docker ] || need_skopeo
+  # shellcheck source=node.sh
+  . "$repo/scripts/node.sh"
+  [ -n "$tag" ] || tag="ghcr.io/mailfleet/mailfleet:$(node -p 'require(process.argv[1]).version' "$repo/package.json")"
   choose_base
   compute_inputs_key
   local cached="$image_cache/mailfleet-$inputs_key.oci.tar"
