@@ -108,7 +108,8 @@ export const AuthThrottle = Type.Object(
     lockoutAfterFailures: Type.Integer({
       minimum: 1,
       default: 10,
-      description: 'Failed attempts after which the client address is refused AUTH temporarily (454 4.7.0).',
+      description:
+        'Failed attempts after which the client address is refused AUTH temporarily (454 4.7.0). Checks in flight count toward it: at most this many passwords are checked before the lockout, however many connections try at once.',
     }),
     lockout: Seconds('How long a locked-out client address stays refused', 300),
     window: Seconds('Failures older than this are forgotten', 900),

@@ -4,7 +4,9 @@
  * are made by the policy modules.
  *
  *   connect   → shutting down? (421) · too many connections? (421) · relay listener: client network (554)
- *   AUTH      → locked-out client address? (454) · verify (535, with a growing delay after repeated failures)
+ *   AUTH      → throttle admits the check (454 when locked out; waits while checks in flight use up the
+ *               allowance) · verify (535, with a growing delay after repeated failures; 454 if a lockout
+ *               began meanwhile)
  *   MAIL FROM → shutting down? (421) · sender policy (530/550/553) · rate limits (450)
  *   RCPT TO   → syntax (553) · count (452) · recipient domain via DNS (556/550/451)
  *   DATA      → size (552) · trace and fix-up headers · spool, fsynced → "250 2.0.0 Ok: queued as ID"
@@ -200,26 +202,39 @@ export class SessionHandlers {
     this.deps.metrics.tlsSessions.inc({ listener: this.listener, version });
   }
 
-  /** Resolves to the username on success; throws a ReplyError on refusal. */
+  /**
+   * Resolves to the username on success; throws a ReplyError on refusal. The throttle admits the
+   * password check first (attempts in flight count against the lockout allowance), and a check that
+   * succeeds while a lockout is in force is refused like the others.
+   */
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<string> {
     const { metrics, throttle, log } = this.deps;
     const mechanism = auth.method;
     const key = clientKey(session.remoteAddress);
+    const username = auth.username ?? '';
     const count = (result: 'success' | 'failure' | 'throttled' | 'locked_out') =>
       metrics.authAttempts.inc({ listener: this.listener, mechanism, result });
-    const gate = throttle.gate(key);
-    if (!gate.allowed) {
+    const lockedOut = (retryAfterMs: number): never => {
       count('locked_out');
       log.warn(
-        { listener: this.listener, client: session.remoteAddress, user: auth.username },
+        { listener: this.listener, client: session.remoteAddress, user: username, retryAfterMs },
         'AUTH refused: client locked out',
       );
       throw replyError(Replies.authLockedOut);
+    };
+    const admitted = await throttle.begin(key);
+    if (!admitted.allowed) return lockedOut(admitted.retryAfterMs);
+    const { attempt } = admitted;
+    let ok: boolean;
+    try {
+      ok = username !== '' && (await this.deps.runtime().users.verify(username, auth.password ?? ''));
+    } catch (err) {
+      attempt.abandoned();
+      throw err;
     }
-    const username = auth.username ?? '';
-    const ok = username !== '' && (await this.deps.runtime().users.verify(username, auth.password ?? ''));
     if (ok) {
-      throttle.success(key);
+      const result = attempt.succeeded();
+      if (!result.allowed) return lockedOut(result.retryAfterMs);
       count('success');
       log.info(
         { listener: this.listener, client: session.remoteAddress, user: username, mechanism },
@@ -227,7 +242,7 @@ export class SessionHandlers {
       );
       return username;
     }
-    const failure = throttle.failure(key);
+    const failure = attempt.failed();
     count(failure.lockedOut ? 'locked_out' : failure.delayMs > 0 ? 'throttled' : 'failure');
     log.info(
       {
@@ -241,6 +256,11 @@ export class SessionHandlers {
       },
       'AUTH failed',
     );
+    if (failure.startedLockout)
+      log.warn(
+        { listener: this.listener, client: session.remoteAddress, failures: failure.failures },
+        'client locked out of AUTH',
+      );
     if (failure.delayMs > 0) await sleep(failure.delayMs);
     throw replyError(failure.lockedOut ? Replies.authLockedOut : Replies.authFailed);
   }
