@@ -21,6 +21,8 @@ export interface Runtime {
   readonly domains: DomainIndex;
   /** listeners.relay.allowedNetworks, parsed. */
   readonly relayNetworks: readonly Network[];
+  /** limits.exemptNetworks, parsed: clients exempt from the per-client limits. */
+  readonly exemptNetworks: readonly Network[];
   readonly users: UsersDb;
   readonly tls?: TlsMaterial;
   /** AUTH name of the peer-relay identity (handoff.username, default mailfleet-handoff). */
@@ -59,6 +61,7 @@ export async function buildRuntime(loaded: LoadedConfig, previous?: Runtime): Pr
     config,
     domains: buildDomainIndex(config.domains),
     relayNetworks: parseNetworks(config.listeners.relay?.allowedNetworks ?? []).networks,
+    exemptNetworks: parseNetworks(config.limits.exemptNetworks).networks,
     users,
     tls: tlsMaterial,
     handoffUser: config.handoff?.username ?? DEFAULT_HANDOFF_USER,

@@ -321,6 +321,18 @@ export function relayDashboard() {
       ],
       true,
     ),
+    timeseries(
+      'Connections refused by reason',
+      'Connections refused at connect: shutting down, the relay-wide or a per-client limit, a client outside allowedNetworks.',
+      'cps',
+      [
+        {
+          expr: `sum by (reason) (${rate('mailfleet_relay_connections_refused_total')})`,
+          legend: '{{reason}}',
+        },
+      ],
+      true,
+    ),
     timeseries('Authentication', 'SMTP AUTH attempts by result.', 'reqps', [
       { expr: `sum by (result) (${rate('mailfleet_relay_auth_attempts_total')})`, legend: '{{result}}' },
     ]),

@@ -26,6 +26,10 @@ import {
   type Static,
 } from './schema.js';
 
+/** An IPv4 or IPv6 network in CIDR notation (the relay checks it fully; this catches typos early). */
+const CidrString = (description: string) =>
+  Str({ description, minLength: 3, maxLength: 64, pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$' });
+
 const Port = (description: string, dflt: number) =>
   Int({ description, minimum: 1, maximum: 65535, default: dflt });
 
@@ -212,8 +216,26 @@ export const LimitsSpec = Obj(
       default: 1200,
     }),
     maxConnections: Int({ description: 'Concurrent SMTP connections per pod.', minimum: 1, default: 2000 }),
+    maxConnectionsPerClient: Int({
+      description:
+        'Concurrent SMTP connections per pod from one client address (IPv6: one /64); more get 421 4.7.0 (0: unlimited).',
+      minimum: 0,
+      default: 100,
+    }),
+    connectionsPerMinutePerClient: Int({
+      description:
+        'New SMTP connections per minute per pod from one client address (IPv6: one /64), a burst of that many allowed; past it 421 4.7.0 (0: unlimited).',
+      minimum: 0,
+      default: 1200,
+    }),
+    exemptNetworks: Arr(CidrString('A client network in CIDR notation.'), {
+      description:
+        'Client networks (CIDR) exempt from the per-client limits (connections, connection rate, messages per minute per client). Default: loopback, the pod itself.',
+      default: ['127.0.0.0/8', '::1/128'],
+      maxItems: 256,
+    }),
   },
-  { description: 'Message, recipient and rate limits, applied per pod.', default: {} },
+  { description: 'Message, recipient, rate and connection limits, applied per pod.', default: {} },
 );
 
 export const MonitoringSpec = Obj(

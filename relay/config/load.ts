@@ -5,7 +5,7 @@
  *
  * Cross-field rules the schema cannot express:
  *  - at least one listener; submission and smtps need `tls` and `auth`;
- *  - relay.allowedNetworks entries are CIDRs without host bits;
+ *  - relay.allowedNetworks and limits.exemptNetworks entries are CIDRs without host bits;
  *  - a route with mode smarthost has a `smarthost` (delivery.route and every domain's route);
  *  - domain names are unique (case-insensitive, IDNs compared as A-labels);
  *  - no two listeners (admin included) bind the same address and port;
@@ -133,6 +133,8 @@ export function crossFieldProblems(c: RelayConfig): string[] {
     for (const err of parseNetworks(relay.allowedNetworks).errors)
       problems.push(`listeners.relay.allowedNetworks${err}`);
   }
+  for (const err of parseNetworks(c.limits.exemptNetworks).errors)
+    problems.push(`limits.exemptNetworks${err}`);
   smarthostChecks(c.delivery.route, ['delivery', 'route'], problems);
   const seen = new Map<string, number>();
   c.domains.forEach((d, i) => {

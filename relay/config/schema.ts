@@ -234,12 +234,30 @@ export const Limits = Type.Object(
     messagesPerMinutePerClient: Type.Integer({
       minimum: 0,
       default: 1200,
-      description: 'Messages per minute one client address may submit (0: unlimited); past it 450 4.7.1.',
+      description:
+        'Messages per minute one client address (IPv6: one /64) may submit (0: unlimited); past it 450 4.7.1.',
     }),
     maxConnections: Type.Integer({
       minimum: 1,
       default: 2000,
       description: 'Concurrent SMTP connections across all listeners; more get 421 4.3.2.',
+    }),
+    maxConnectionsPerClient: Type.Integer({
+      minimum: 0,
+      default: 100,
+      description:
+        'Concurrent SMTP connections from one client address (IPv6: one /64), across all listeners (0: unlimited); more get 421 4.7.0 at connect. Keep it well below maxConnections, so one address cannot take every slot.',
+    }),
+    connectionsPerMinutePerClient: Type.Integer({
+      minimum: 0,
+      default: 1200,
+      description:
+        'New SMTP connections per minute from one client address (IPv6: one /64), a burst of that many allowed (0: unlimited); past it 421 4.7.0 at connect.',
+    }),
+    exemptNetworks: Type.Array(Cidr, {
+      default: ['127.0.0.0/8', '::1/128'],
+      description:
+        'Client networks exempt from the per-client limits (maxConnectionsPerClient, connectionsPerMinutePerClient, messagesPerMinutePerClient), like Postfix smtpd_client_event_limit_exceptions. Default: loopback (the pod itself).',
     }),
     idleTimeout: Seconds('A session idle this long is closed (RFC 5321 suggests 300)', 300),
   },

@@ -50,6 +50,12 @@ export const Replies = {
   // Connection
   clientNotAllowed: reply(554, '5.7.1', 'Access denied: this listener accepts only configured networks'),
   tooManyConnections: reply(421, '4.3.2', 'Too many connections, try again later'),
+  clientTooManyConnections: reply(421, '4.7.0', 'Too many connections from your address, try again later'),
+  clientConnectionRate: reply(
+    421,
+    '4.7.0',
+    'Connection rate limit exceeded for your address, try again later',
+  ),
   shuttingDown: reply(421, '4.3.2', 'Service shutting down, try again later'),
 
   // AUTH

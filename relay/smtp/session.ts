@@ -4,6 +4,7 @@
  * are made by the policy modules.
  *
  *   connect   → shutting down? (421) · too many connections? (421) · relay listener: client network (554)
+ *               · per-client connections and connection rate, unless exempt (421 4.7.0)
  *   AUTH      → throttle admits the check (454 when locked out; waits while checks in flight use up the
  *               allowance) · verify (535, with a growing delay after repeated failures; 454 if a lockout
  *               began meanwhile)
@@ -19,6 +20,9 @@
  * - A session AUTHenticated as the handoff identity (a peer relay draining its queue) keeps its envelope:
  *   no sender, recipient-domain, recipient-count or rate checks, no Date/Message-ID fix-ups; the size
  *   limit and the Received header still apply.
+ * - The client address is session.remoteAddress: behind a trusted PROXY-protocol proxy, the header's
+ *   (relay/smtp/connection.ts). allowedNetworks, the per-client limits, the AUTH throttle, logs and the
+ *   Received header all use it.
  * - Logs carry the username but never a password; metric labels are bounded sets only.
  */
 import type net from 'node:net';
@@ -33,12 +37,18 @@ import type {
 import type { ListenerName } from '../config/schema.js';
 import type { MailResolver } from '../dns/resolver.js';
 import type { Logger } from '../log.js';
-import type { MessageRejectReason, RecipientRejectReason, RelayMetrics } from '../metrics.js';
+import type {
+  ConnectionRefusedReason,
+  MessageRejectReason,
+  RecipientRejectReason,
+  RelayMetrics,
+} from '../metrics.js';
 import type { Runtime } from '../runtime.js';
 import type { Envelope } from '../spool/envelope.js';
 import type { AuthThrottle } from '../auth/throttle.js';
 import { prelude, receivedHeader } from '../intake/headers.js';
 import { HeaderTooBigError, IntakeTransform, MessageTooBigError, receiveMessage } from '../intake/receive.js';
+import type { ClientConnectionLimits } from '../policy/client-limits.js';
 import { clientKey, isAddressAllowed } from '../policy/network.js';
 import type { RateLimiter } from '../policy/rate-limit.js';
 import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } from '../policy/recipient.js';
@@ -58,6 +68,8 @@ export interface SessionDeps {
   log: Logger;
   rateLimiter: RateLimiter;
   throttle: AuthThrottle;
+  /** Per-client connection counts and rates (shared by all listeners). */
+  clientLimits: ClientConnectionLimits;
   /** Open SMTP connections across all listeners (including the one being checked). */
   connectionCount: () => number;
   /** true once shutdown (or drain) began: no new connections or transactions. */
@@ -75,6 +87,8 @@ interface Transaction {
 
 interface SessionState {
   counted: boolean;
+  /** The per-client key this connection is counted under (undefined: exempt, or not admitted). */
+  clientKey?: string;
   transaction?: Transaction;
 }
 
@@ -168,30 +182,42 @@ export class SessionHandlers {
     return s;
   }
 
-  private refuseConnection(reply: Reply): never {
+  private refuseConnection(reason: ConnectionRefusedReason, reply: Reply): never {
     this.deps.metrics.connections.inc({ listener: this.listener, result: 'refused' });
+    this.deps.metrics.connectionsRefused.inc({ listener: this.listener, reason });
     throw replyError(reply);
   }
 
   private onConnect(session: SMTPServerSession): void {
-    const { metrics } = this.deps;
-    if (this.deps.stopping()) this.refuseConnection(Replies.shuttingDown);
+    const { metrics, log } = this.deps;
+    const client = session.remoteAddress;
+    if (this.deps.stopping()) this.refuseConnection('shutting_down', Replies.shuttingDown);
     const rt = this.deps.runtime();
     if (this.deps.connectionCount() > rt.config.limits.maxConnections) {
-      this.deps.log.warn(
-        { listener: this.listener, client: session.remoteAddress },
-        'connection limit reached',
-      );
-      this.refuseConnection(Replies.tooManyConnections);
+      log.warn({ listener: this.listener, client }, 'connection limit reached');
+      this.refuseConnection('max_connections', Replies.tooManyConnections);
     }
-    if (this.listener === 'relay' && !isAddressAllowed(session.remoteAddress, rt.relayNetworks)) {
-      this.deps.log.info(
-        { listener: this.listener, client: session.remoteAddress },
-        'client not in allowedNetworks',
-      );
-      this.refuseConnection(Replies.clientNotAllowed);
+    if (this.listener === 'relay' && !isAddressAllowed(client, rt.relayNetworks)) {
+      log.info({ listener: this.listener, client }, 'client not in allowedNetworks');
+      this.refuseConnection('client_not_allowed', Replies.clientNotAllowed);
     }
-    this.state(session).counted = true;
+    const admission = this.deps.clientLimits.admit(client, rt.config.limits, rt.exemptNetworks);
+    if (!admission.ok) {
+      log.warn(
+        {
+          listener: this.listener,
+          client,
+          key: admission.key,
+          limit: admission.reason,
+          retryAfterMs: admission.retryAfterMs,
+        },
+        'per-client connection limit reached',
+      );
+      this.refuseConnection(admission.reason, admission.reply);
+    }
+    const state = this.state(session);
+    state.counted = true;
+    state.clientKey = admission.key;
     metrics.connections.inc({ listener: this.listener, result: 'accepted' });
     metrics.sessionsInFlight.inc({ listener: this.listener });
   }
@@ -311,9 +337,10 @@ export class SessionHandlers {
 
   private checkRates(session: SMTPServerSession, user: string | undefined, rt: Runtime): void {
     const { limits } = rt.config;
+    const exempt = isAddressAllowed(session.remoteAddress, rt.exemptNetworks);
     const client = this.deps.rateLimiter.take(
       `client ${clientKey(session.remoteAddress)}`,
-      limits.messagesPerMinutePerClient,
+      exempt ? 0 : limits.messagesPerMinutePerClient,
     );
     if (!client.allowed)
       this.rejectMessage('rate_limited', Replies.rateLimited, session, {
@@ -437,6 +464,7 @@ export class SessionHandlers {
     const state = this.states.get(session);
     if (state?.counted) {
       this.deps.metrics.sessionsInFlight.dec({ listener: this.listener });
+      this.deps.clientLimits.release(state.clientKey);
       state.counted = false;
     }
     this.states.delete(session);

@@ -270,6 +270,36 @@ describe('renderRelayConfig', () => {
     expect(validate(minimal)).toEqual([]);
   });
 
+  it('renders the per-client connection limits, with their defaults', () => {
+    const render = (spec: any) =>
+      renderRelayConfig({
+        relay: relay(spec),
+        domains: [],
+        tls: false,
+        ca: false,
+        smarthostCredentials: false,
+        smarthostCa: false,
+      }).limits;
+    expect(render({})).toMatchObject({
+      maxConnectionsPerClient: 100,
+      connectionsPerMinutePerClient: 1200,
+      exemptNetworks: ['127.0.0.0/8', '::1/128'],
+    });
+    expect(
+      render({
+        limits: {
+          maxConnectionsPerClient: 7,
+          connectionsPerMinutePerClient: 0,
+          exemptNetworks: ['10.1.0.0/16'],
+        },
+      }),
+    ).toMatchObject({
+      maxConnectionsPerClient: 7,
+      connectionsPerMinutePerClient: 0,
+      exemptNetworks: ['10.1.0.0/16'],
+    });
+  });
+
   it('points every secret at a file of the mounted runtime Secret', () => {
     expect(config.tls).toEqual({
       certFile: '/etc/mailfleet/tls.crt',

@@ -96,6 +96,21 @@ delivery:
     ]);
   });
 
+  test('per-client limits: defaults, and exempt networks are CIDRs', () => {
+    const { config } = parseConfig(base, { source: 'relay.yaml', baseDir: '/etc' });
+    expect(config.limits).toMatchObject({
+      maxConnectionsPerClient: 100,
+      connectionsPerMinutePerClient: 1200,
+      exemptNetworks: ['127.0.0.0/8', '::1/128'],
+    });
+    expect(
+      problems(`${base}limits: { exemptNetworks: [10.0.0.0/8, 10.0.0.1/8], maxConnectionsPerClient: -1 }\n`),
+    ).toEqual(['relay.yaml:14: limits.maxConnectionsPerClient: must be >= 0']);
+    expect(problems(`${base}limits: { exemptNetworks: [10.0.0.0/8, 10.0.0.1/8] }\n`)).toEqual([
+      'relay.yaml:14: limits.exemptNetworks[1]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?',
+    ]);
+  });
+
   test('YAML syntax errors carry the line', () => {
     expect(problems('hostname: a\nlisteners: [\n')[0]).toMatch(/^relay\.yaml:\d+: YAML: /);
     expect(problems('hostname: a\nhostname: b\n')[0]).toMatch(
