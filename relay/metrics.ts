@@ -38,6 +38,8 @@ export const ConnectionRefusedReasons = [
   'client_not_allowed',
   'client_connections',
   'client_connection_rate',
+  'proxy_header_invalid',
+  'proxy_header_untrusted',
 ] as const;
 export const AuthResults = ['success', 'failure', 'throttled', 'locked_out', 'not_allowed'] as const;
 export const DeliveryResults = ['delivered', 'deferred', 'bounced'] as const;
@@ -71,6 +73,12 @@ export class RelayMetrics {
     name: 'mailfleet_relay_connections_refused_total',
     help: 'SMTP connections refused, by listener and reason (each refusal once; connections_total counts it as refused too).',
     labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly proxyHeaders = new Counter({
+    name: 'mailfleet_relay_proxy_headers_total',
+    help: 'PROXY protocol headers accepted from trusted proxies, by listener and protocol version (1, 2).',
+    labelNames: ['listener', 'version'] as const,
     registers: [this.registry],
   });
   readonly sessionsInFlight = new Gauge({

@@ -37,9 +37,25 @@ const Seconds = (description: string, dflt: number) =>
 export const ListenerNames = ['submission', 'smtps', 'relay'] as const;
 export type ListenerName = (typeof ListenerNames)[number];
 
+export const ProxyProtocol = Type.Object(
+  {
+    trustedProxies: Type.Array(Cidr, {
+      minItems: 1,
+      description:
+        'Addresses (CIDR) of the load balancers or proxies in front of this listener. A connection from them must start with a PROXY protocol v1 or v2 header within 5 s (else 421 4.7.0 and closed), and the client address it carries is the one allowedNetworks, the per-client limits, the AUTH throttle, logs and Received headers use. Anyone else is served as a direct client, and refused (554 5.7.1) if it sends a PROXY header.',
+    }),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Accept the PROXY protocol (HAProxy, v1 and v2) on this listener from trusted proxies only. Absent: no proxy is trusted, and a PROXY header from anyone is refused.',
+  },
+);
+
 const ListenerBase = {
   address: Type.String({ ...Address, default: '0.0.0.0' }),
   port: ListenPort,
+  proxyProtocol: Type.Optional(ProxyProtocol),
 };
 
 export const SubmissionListener = Type.Object(
@@ -442,3 +458,4 @@ export type DeliveryConfig = Type.Static<typeof Delivery>;
 export type AdminConfig = Type.Static<typeof Admin>;
 export type AuthConfig = Type.Static<typeof Auth>;
 export type HandoffConfig = Type.Static<typeof Handoff>;
+export type ProxyProtocolConfig = Type.Static<typeof ProxyProtocol>;

@@ -111,6 +111,23 @@ delivery:
     ]);
   });
 
+  test('proxyProtocol: trusted proxies are CIDRs, at least one', () => {
+    const with_ = (proxy: string) =>
+      problems(
+        base.replace(
+          '    allowedNetworks: [10.0.0.0/8]',
+          `    allowedNetworks: [10.0.0.0/8]\n    proxyProtocol: ${proxy}`,
+        ),
+      );
+    expect(with_('{ trustedProxies: [10.1.0.0/16] }')).toEqual([]);
+    expect(with_('{ trustedProxies: [] }')).toEqual([
+      'relay.yaml:7: listeners.relay.proxyProtocol.trustedProxies: must not have fewer than 1 items',
+    ]);
+    expect(with_('{ trustedProxies: [lb.example] }')).toEqual([
+      'relay.yaml:7: listeners.relay.proxyProtocol.trustedProxies[0]: "lb.example" is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8)',
+    ]);
+  });
+
   test('YAML syntax errors carry the line', () => {
     expect(problems('hostname: a\nlisteners: [\n')[0]).toMatch(/^relay\.yaml:\d+: YAML: /);
     expect(problems('hostname: a\nhostname: b\n')[0]).toMatch(
