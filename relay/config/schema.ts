@@ -42,7 +42,7 @@ export const ProxyProtocol = Type.Object(
     trustedProxies: Type.Array(Cidr, {
       minItems: 1,
       description:
-        'Addresses (CIDR) of the load balancers or proxies in front of this listener. A connection from them must start with a PROXY protocol v1 or v2 header within 5 s (else 421 4.7.0 and closed), and the client address it carries is the one allowedNetworks, the per-client limits, the AUTH throttle, logs and Received headers use. Anyone else is served as a direct client, and refused (554 5.7.1) if it sends a PROXY header.',
+        'Addresses (CIDR) of the load balancers or proxies in front of this listener. A connection from them must start with a PROXY protocol v1 or v2 header within 5 s (else 421 4.7.0 and closed), and the client address it carries is the one allowedNetworks, the per-client limits, the AUTH throttle, logs and Received headers use. Anyone else is served as a direct client, and refused (554 5.7.1) if it sends a PROXY header. Must not cover clients that connect directly (peer relays handing over mail, in-cluster applications).',
     }),
   },
   {
