@@ -79,6 +79,9 @@ function sessionId(): string {
     .padStart(16, '0');
 }
 
+/** The peer closed or reset the connection before its first bytes were read: nothing to answer. */
+class PeerGone extends Error {}
+
 type Decision<T> = { more: true } | { fail: string } | { consumed: number; result: T };
 
 /**
@@ -103,7 +106,7 @@ function readStart<T>(
     socket.off('end', onGone);
     done(err, result);
   };
-  const onGone = () => finish(new Error('connection closed before the PROXY header'));
+  const onGone = () => finish(new PeerGone('connection closed before its first bytes were read'));
   const onReadable = () => {
     let chunk: Buffer | null;
     while (!finished && (chunk = socket.read() as Buffer | null) !== null) {
@@ -186,6 +189,10 @@ export class RelayServer extends SMTPServer {
         },
         PROXY_HEADER_TIMEOUT_MS,
         (err, header) => {
+          if (err instanceof PeerGone) {
+            socket.destroy();
+            return callback(err);
+          }
           if (err || !header) return refuse('proxy_header_invalid', err ?? new Error('no header'));
           this.traits.onProxy?.({
             kind: 'accepted',
