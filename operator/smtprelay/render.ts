@@ -219,7 +219,14 @@ function services(relay: SmtpRelay): KubeObject[] {
       ...meta(relay, n.clientService, { [LABELS.service]: 'client' }),
       ...(relay.spec.service.annotations ? { annotations: relay.spec.service.annotations } : {}),
     },
-    spec: { type: relay.spec.service.type, selector: selectorLabels(relay), ports },
+    spec: {
+      type: relay.spec.service.type,
+      ...(relay.spec.service.externalTrafficPolicy
+        ? { externalTrafficPolicy: relay.spec.service.externalTrafficPolicy }
+        : {}),
+      selector: selectorLabels(relay),
+      ports,
+    },
   };
   const headless: KubeObject = {
     apiVersion: 'v1',
