@@ -8,6 +8,7 @@ import type { Store } from './runtime/informer.js';
 import type { KubeApi, KubeObject } from './runtime/kube.js';
 import type { Logger } from './runtime/logger.js';
 import { withAppliedHash, needsApply } from './runtime/diff.js';
+import { secretData, type SecretData } from './generated.js';
 
 export interface Stores {
   relays: Store;
@@ -113,20 +114,24 @@ export interface OperatorContext {
   refs: ReferenceIndex;
 }
 
-/** Server-side applies `desired` unless the cached live object already matches. Returns whether it wrote. */
+/**
+ * Server-side applies `desired` unless the live object already matches: the cache, or our own last write
+ * while the cache has not caught up with it (so a reconcile that runs before the watch event does not
+ * write the same object twice). Returns whether it wrote.
+ */
 export async function applyIfChanged(
-  ctx: OperatorContext,
+  ctx: Pick<OperatorContext, 'api' | 'recent' | 'log'>,
   store: Store,
   desired: KubeObject,
 ): Promise<boolean> {
   const d = withAppliedHash(desired);
-  const live = store.get(desired.metadata?.namespace ?? '', desired.metadata?.name ?? '');
+  const ns = desired.metadata?.namespace ?? '';
+  const name = desired.metadata?.name ?? '';
+  const cached = store.get(ns, name);
+  const live = ctx.recent.resolve(desired.kind, cached, ns, name);
   if (!needsApply(d, live)) return false;
-  ctx.log.debug(
-    { kind: desired.kind, name: desired.metadata?.name, namespace: desired.metadata?.namespace },
-    'applying',
-  );
-  await ctx.api.apply(d);
+  ctx.log.debug({ kind: desired.kind, name, namespace: ns }, 'applying');
+  ctx.recent.remember(await ctx.api.apply(d), cached);
   return true;
 }
 
@@ -135,17 +140,14 @@ export class SecretReader {
   readonly read = new Set<string>();
   constructor(
     private readonly store: Store,
-    private readonly namespace: string,
+    readonly namespace: string,
     private readonly recent?: RecentWrites,
   ) {}
 
-  get(name: string): Record<string, Buffer> | undefined {
+  get(name: string): SecretData | undefined {
     this.read.add(`${this.namespace}/${name}`);
     const cached = this.store.get(this.namespace, name);
-    const s = this.recent ? this.recent.resolve('Secret', cached, this.namespace, name) : cached;
-    if (!s) return undefined;
-    const data = (s.data ?? {}) as Record<string, string>;
-    return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+    return secretData(this.recent ? this.recent.resolve('Secret', cached, this.namespace, name) : cached);
   }
 
   /** One key as text, or a problem saying what to fix. */

@@ -17,6 +17,7 @@ import { recordTransitions } from '../runtime/events.js';
 import type { ReconcileResult } from '../runtime/controller.js';
 import { hashObject } from '../runtime/diff.js';
 import type { KubeObject } from '../runtime/kube.js';
+import { ensureGenerated, type SecretData } from '../generated.js';
 import type { PolicyRule } from '../runtime/rbac.js';
 import { dkimSecretOf } from '../smtprelay/material.js';
 import { MANAGED_BY, LABELS } from '../smtprelay/names.js';
@@ -140,17 +141,28 @@ export class MailDomainReconciler {
       problems.push(p);
       return { ready: false, ...p, value: undefined, secret: ref.name };
     }
-    if (!given && (!pem || typeof parsed === 'string')) {
-      pem = await generateDkimKey(d.spec.dkim.algorithm, d.spec.dkim.keySize);
-      parsed = parseDkimKey(pem, d.spec.dkim.algorithm);
-      this.ctx.events.record(
-        d as unknown as KubeObject,
-        'Normal',
-        'DKIMKeyGenerated',
-        `generated a ${d.spec.dkim.algorithm} DKIM key into Secret ${ref.name}`,
-      );
+    if (!given) {
+      const { algorithm, keySize } = d.spec.dkim;
+      const usable = (data: SecretData | undefined) => {
+        const p = data?.[ref.key]?.toString('utf8');
+        return p !== undefined && typeof parseDkimKey(p, algorithm) !== 'string';
+      };
+      const stored = await ensureGenerated(this.ctx, reader, {
+        name: ref.name,
+        needs: (data) => !usable(data),
+        build: async () => dkimSecret(d, ref.name, await generateDkimKey(algorithm, keySize)),
+      });
+      pem = stored.data[ref.key]!.toString('utf8');
+      parsed = parseDkimKey(pem, algorithm);
+      if (stored.generated)
+        this.ctx.events.record(
+          d as unknown as KubeObject,
+          'Normal',
+          'DKIMKeyGenerated',
+          `generated a ${algorithm} DKIM key into Secret ${ref.name}`,
+        );
+      await applyIfChanged(this.ctx, this.ctx.stores.secrets, dkimSecret(d, ref.name, pem));
     }
-    if (!given) await applyIfChanged(this.ctx, this.ctx.stores.secrets, dkimSecret(d, ref.name, pem!));
     const value = dkimRecordValue(parsed as Exclude<typeof parsed, string | undefined>);
     return {
       ready: true,

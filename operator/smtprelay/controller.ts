@@ -14,6 +14,7 @@ import { withDomainDefaults, withRelayDefaults } from '../api/defaults.js';
 import type { MailDomain } from '../api/maildomain.js';
 import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
 import { applyIfChanged, SecretReader, type OperatorContext } from '../context.js';
+import { ensureGenerated } from '../generated.js';
 import { bindDomains } from '../maildomain/binding.js';
 import { findCondition, rfc3339 } from '../runtime/conditions.js';
 import { recordTransitions } from '../runtime/events.js';
@@ -116,6 +117,7 @@ export class SmtpRelayReconciler {
     const m = await gatherMaterial(relay, reader, binding.bound, {
       certManager: ctx.features.certManager,
       nowMs: now,
+      generate: (g) => ensureGenerated(ctx, reader, g),
     });
     ctx.refs.set(`SmtpRelay:${namespace}/${name}`, reader.read);
 

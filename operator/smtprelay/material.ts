@@ -1,16 +1,18 @@
 /**
  * Gathering what the relay's Secrets and config need: passwords (kept or generated), TLS (kept, issued or
  * read), smarthost credentials and per-domain DKIM keys and route credentials (read). The only impure step
- * of the SmtpRelay reconcile besides API calls: it reads caches and generates random material when none
- * exists yet. Everything it returns is plain data for the pure render.
+ * of the SmtpRelay reconcile besides API calls: it reads caches and, through `generate` (create-if-absent,
+ * operator/generated.ts), stores random material when none exists yet. Everything it returns is plain data
+ * for the pure render.
  */
 import { b64, type SecretReader } from '../context.js';
+import type { Generate } from '../generated.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
 import type { MailDomain } from '../api/maildomain.js';
 import type { BoundDomain } from './config.js';
 import { HANDOFF_USER, RUNTIME_KEYS, names } from './names.js';
 import { generatePassword, usersFile } from './passwords.js';
-import { certificateDnsNames } from './render.js';
+import { certificateDnsNames, ownedSecret } from './render.js';
 import { evaluateCa, evaluateServerCert, issueCa, issueServerCert, renewalDueAt, type Pem } from './tls.js';
 import type { Problem } from './status.js';
 
@@ -39,12 +41,27 @@ const text = (b: Buffer | undefined) => b?.toString('utf8');
 async function users(
   relay: SmtpRelay,
   reader: SecretReader,
+  generate: Generate,
   m: Material,
   handoff: string,
   liveUsers?: string,
 ) {
   const n = names(relay.metadata.name);
-  const liveCreds = reader.get(n.credentials) ?? {};
+  const generatedUsers = relay.spec.users
+    .filter((u) => u.name !== HANDOFF_USER && !u.passwordSecretRef)
+    .map((u) => u.name);
+  const { data: liveCreds } = await generate({
+    name: n.credentials,
+    needs: (d) => generatedUsers.some((u) => !text(d?.[u])),
+    build: (live) =>
+      Promise.resolve(
+        ownedSecret(
+          relay,
+          n.credentials,
+          Object.fromEntries(generatedUsers.map((u) => [u, b64(text(live?.[u]) || generatePassword())])),
+        ),
+      ),
+  });
   const passwords = new Map<string, string>([[HANDOFF_USER, handoff]]);
   for (const u of relay.spec.users) {
     if (u.name === HANDOFF_USER) {
@@ -64,32 +81,49 @@ async function users(
       else m.blocking.push(r);
       continue;
     }
-    const pw = text(liveCreds[u.name]) || generatePassword();
+    const pw = text(liveCreds[u.name]);
+    if (!pw) throw new Error(`generated password of SMTP user ${u.name} is missing after generation`);
     passwords.set(u.name, pw);
     m.credentials[u.name] = b64(pw);
   }
   m.runtime[RUNTIME_KEYS.users] = b64(await usersFile(passwords, liveUsers));
 }
 
-async function operatorTls(relay: SmtpRelay, reader: SecretReader, m: Material, nowMs: number) {
+const pemOf = (d: Record<string, Buffer> | undefined, cert: string, key: string): Pem | undefined =>
+  d ? { cert: text(d[cert]) ?? '', key: text(d[key]) ?? '' } : undefined;
+
+async function operatorTls(relay: SmtpRelay, generate: Generate, m: Material, nowMs: number) {
   const n = names(relay.metadata.name);
-  const liveCa = reader.get(n.ca);
-  let ca: Pem | undefined = liveCa
-    ? { cert: text(liveCa['ca.crt']) ?? '', key: text(liveCa['ca.key']) ?? '' }
-    : undefined;
-  if (!evaluateCa(ca, nowMs).ok)
-    ca = await issueCa(`mailfleet ${relay.metadata.namespace}/${relay.metadata.name} CA`, nowMs);
-  const liveTls = reader.get(n.tls);
-  let cert: Pem | undefined = liveTls
-    ? { cert: text(liveTls['tls.crt']) ?? '', key: text(liveTls['tls.key']) ?? '' }
-    : undefined;
+  const caData = await generate({
+    name: n.ca,
+    needs: (d) => !evaluateCa(pemOf(d, 'ca.crt', 'ca.key'), nowMs).ok,
+    build: async () => {
+      const ca = await issueCa(`mailfleet ${relay.metadata.namespace}/${relay.metadata.name} CA`, nowMs);
+      return ownedSecret(relay, n.ca, { 'ca.crt': b64(ca.cert), 'ca.key': b64(ca.key) });
+    },
+  });
+  const ca = pemOf(caData.data, 'ca.crt', 'ca.key')!;
   const dns = certificateDnsNames(relay);
-  if (!evaluateServerCert(cert, ca!, dns, nowMs).ok) cert = await issueServerCert(ca!, dns, nowMs);
-  m.ca = { 'ca.crt': b64(ca!.cert), 'ca.key': b64(ca!.key) };
-  m.tls = { 'tls.crt': b64(cert!.cert), 'tls.key': b64(cert!.key), 'ca.crt': b64(ca!.cert) };
-  m.renewAt = renewalDueAt(cert!);
-  return { cert: cert!.cert, key: cert!.key, ca: ca!.cert };
+  const tlsData = await generate({
+    name: n.tls,
+    needs: (d) => !evaluateServerCert(pemOf(d, 'tls.crt', 'tls.key'), ca, dns, nowMs).ok,
+    build: async () => {
+      const cert = await issueServerCert(ca, dns, nowMs);
+      return ownedSecret(relay, n.tls, tlsSecretData(cert, ca), 'kubernetes.io/tls');
+    },
+  });
+  const cert = pemOf(tlsData.data, 'tls.crt', 'tls.key')!;
+  m.ca = { 'ca.crt': b64(ca.cert), 'ca.key': b64(ca.key) };
+  m.tls = tlsSecretData(cert, ca);
+  m.renewAt = renewalDueAt(cert);
+  return { cert: cert.cert, key: cert.key, ca: ca.cert };
 }
+
+const tlsSecretData = (cert: Pem, ca: Pem) => ({
+  'tls.crt': b64(cert.cert),
+  'tls.key': b64(cert.key),
+  'ca.crt': b64(ca.cert),
+});
 
 function secretTls(name: string, reader: SecretReader, m: Material, what: string) {
   const s = reader.get(name);
@@ -111,6 +145,7 @@ function secretTls(name: string, reader: SecretReader, m: Material, what: string
 async function tlsMaterial(
   relay: SmtpRelay,
   reader: SecretReader,
+  generate: Generate,
   m: Material,
   certManager: boolean,
   nowMs: number,
@@ -133,7 +168,7 @@ async function tlsMaterial(
       m.caSecret = names(relay.metadata.name).certManagerTls;
     }
   } else {
-    got = await operatorTls(relay, reader, m, nowMs);
+    got = await operatorTls(relay, generate, m, nowMs);
     m.caSecret = names(relay.metadata.name).tls;
   }
   if (!got) {
@@ -228,7 +263,7 @@ export async function gatherMaterial(
   relay: SmtpRelay,
   reader: SecretReader,
   bound: readonly MailDomain[],
-  opts: { certManager: boolean; nowMs: number },
+  opts: { certManager: boolean; nowMs: number; generate: Generate },
 ): Promise<Material> {
   const n = names(relay.metadata.name);
   const m: Material = {
@@ -244,15 +279,27 @@ export async function gatherMaterial(
     smarthostCa: false,
     domains: [],
   };
-  const internal = reader.get(n.internal) ?? {};
-  const handoff = text(internal[RUNTIME_KEYS.handoffPassword]) || generatePassword();
-  m.adminToken = text(internal[RUNTIME_KEYS.adminToken]) || generatePassword();
+  const keys = [RUNTIME_KEYS.handoffPassword, RUNTIME_KEYS.adminToken];
+  const { data: internal } = await opts.generate({
+    name: n.internal,
+    needs: (d) => keys.some((k) => !text(d?.[k])),
+    build: (live) =>
+      Promise.resolve(
+        ownedSecret(
+          relay,
+          n.internal,
+          Object.fromEntries(keys.map((k) => [k, b64(text(live?.[k]) || generatePassword())])),
+        ),
+      ),
+  });
+  const handoff = text(internal[RUNTIME_KEYS.handoffPassword])!;
+  m.adminToken = text(internal[RUNTIME_KEYS.adminToken])!;
   m.internal = { [RUNTIME_KEYS.handoffPassword]: b64(handoff), [RUNTIME_KEYS.adminToken]: b64(m.adminToken) };
   m.runtime[RUNTIME_KEYS.handoffPassword] = b64(handoff);
   m.runtime[RUNTIME_KEYS.adminToken] = b64(m.adminToken);
   const liveRuntime = reader.get(n.runtime);
-  await users(relay, reader, m, handoff, text(liveRuntime?.[RUNTIME_KEYS.users]));
-  await tlsMaterial(relay, reader, m, opts.certManager, opts.nowMs);
+  await users(relay, reader, opts.generate, m, handoff, text(liveRuntime?.[RUNTIME_KEYS.users]));
+  await tlsMaterial(relay, reader, opts.generate, m, opts.certManager, opts.nowMs);
   smarthost(relay, reader, m);
   domainMaterial(bound, reader, m);
   return m;

@@ -54,7 +54,13 @@ function meta(relay: SmtpRelay, name: string, extraLabels: Record<string, string
   };
 }
 
-function secret(relay: SmtpRelay, name: string, data: Record<string, string>, type = 'Opaque'): KubeObject {
+/** A Secret the relay owns, as rendered (also how generated material is first created). */
+export function ownedSecret(
+  relay: SmtpRelay,
+  name: string,
+  data: Record<string, string>,
+  type = 'Opaque',
+): KubeObject {
   return { apiVersion: 'v1', kind: 'Secret', metadata: meta(relay, name), type, data };
 }
 
@@ -310,11 +316,11 @@ export function renderRelay(input: RenderInput): KubeObject[] {
   const { relay, secrets } = input;
   const n = names(relay.metadata.name);
   const out: KubeObject[] = [];
-  if (secrets.ca) out.push(secret(relay, n.ca, secrets.ca));
-  if (secrets.tls) out.push(secret(relay, n.tls, secrets.tls, 'kubernetes.io/tls'));
-  out.push(secret(relay, n.credentials, secrets.credentials));
-  out.push(secret(relay, n.internal, secrets.internal));
-  out.push(secret(relay, n.runtime, secrets.runtime));
+  if (secrets.ca) out.push(ownedSecret(relay, n.ca, secrets.ca));
+  if (secrets.tls) out.push(ownedSecret(relay, n.tls, secrets.tls, 'kubernetes.io/tls'));
+  out.push(ownedSecret(relay, n.credentials, secrets.credentials));
+  out.push(ownedSecret(relay, n.internal, secrets.internal));
+  out.push(ownedSecret(relay, n.runtime, secrets.runtime));
   out.push({
     apiVersion: 'v1',
     kind: 'ConfigMap',

@@ -1,19 +1,34 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- merge patches are untyped JSON */
 /**
- * An in-memory API server for reconcile tests: the seam is KubeApi plus the informer Stores, which here
- * read the same map (a cache that is always in sync). It counts writes, so tests can assert that steady
- * state makes none. Server-side apply is simplified: the operator is the only writer, so an apply replaces
- * the object (status apply replaces status; metadata-only applies merge finalizers).
+ * An in-memory API server for reconcile tests: the seam is KubeApi plus the informer Stores. By default
+ * the Stores read the same map (a cache that is always in sync); with `{ lagging: true }` they read a
+ * snapshot that moves only on `sync()`, like informers whose watch events have not arrived yet. It counts
+ * writes, so tests can assert that steady state makes none. Create answers 409 AlreadyExists and update 409
+ * Conflict on a stale resourceVersion, as the API server does. Server-side apply is simplified: the
+ * operator is the only writer, so an apply replaces the object (status apply replaces status;
+ * metadata-only applies merge finalizers).
  */
 import type { Stores } from '../../../operator/context.js';
 import type { Store } from '../../../operator/runtime/informer.js';
-import type { KubeApi, KubeList, KubeObject } from '../../../operator/runtime/kube.js';
+import { ApiError, type KubeApi, type KubeList, type KubeObject } from '../../../operator/runtime/kube.js';
 import { kindOf, type ResourceType } from '../../../operator/runtime/resources.js';
 
 export class FakeApi implements KubeApi {
   readonly objects = new Map<string, KubeObject>();
   writes: string[] = [];
   private rv = 100;
+  private cache = new Map<string, KubeObject>();
+
+  constructor(private readonly opts: { lagging?: boolean } = {}) {}
+
+  /** Lagging mode: the watch events arrive; the Stores now show what the API holds. */
+  sync(): void {
+    this.cache = new Map([...this.objects].map(([k, v]) => [k, structuredClone(v)]));
+  }
+
+  private get view() {
+    return this.opts.lagging ? this.cache : this.objects;
+  }
 
   private key(kind: string | undefined, ns: string | undefined, name: string | undefined) {
     return `${kind}/${ns ?? ''}/${name ?? ''}`;
@@ -34,9 +49,9 @@ export class FakeApi implements KubeApi {
 
   store(kind: string): Store {
     return {
-      get: (ns, name) => this.find(kind, ns, name),
+      get: (ns, name) => this.view.get(this.key(kind, ns, name)),
       list: (ns) =>
-        [...this.objects.values()].filter(
+        [...this.view.values()].filter(
           (o) => o.kind === kind && (ns === undefined || o.metadata?.namespace === ns),
         ),
     };
@@ -58,7 +73,10 @@ export class FakeApi implements KubeApi {
   }
 
   list(t: ResourceType, namespace?: string): Promise<KubeList> {
-    return Promise.resolve({ items: this.store(t.kind).list(namespace) });
+    const items = [...this.objects.values()].filter(
+      (o) => o.kind === t.kind && (namespace === undefined || o.metadata?.namespace === namespace),
+    );
+    return Promise.resolve({ items });
   }
   get(t: ResourceType, namespace: string | undefined, name: string) {
     return Promise.resolve(this.find(t.kind, namespace ?? '', name));
@@ -78,10 +96,15 @@ export class FakeApi implements KubeApi {
   }
   create(obj: KubeObject) {
     this.writes.push(`create ${obj.kind} ${obj.metadata?.name}`);
+    if (this.find(obj.kind!, obj.metadata?.namespace ?? '', obj.metadata?.name ?? ''))
+      return Promise.reject(new ApiError(409, 'AlreadyExists', `${obj.kind} ${obj.metadata?.name} exists`));
     return Promise.resolve(this.put(obj));
   }
   update(obj: KubeObject) {
     this.writes.push(`update ${obj.kind} ${obj.metadata?.name}`);
+    const live = this.find(obj.kind!, obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
+    if (!live || live.metadata?.resourceVersion !== obj.metadata?.resourceVersion)
+      return Promise.reject(new ApiError(409, 'Conflict', `${obj.kind} ${obj.metadata?.name} changed`));
     return Promise.resolve(this.put(obj));
   }
   mergePatch(t: ResourceType, namespace: string, name: string, patch: any) {

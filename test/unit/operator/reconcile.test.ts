@@ -112,7 +112,7 @@ describe('SmtpRelay reconcile', () => {
     api.put(relayObj({ users: [{ name: 'app' }] }));
     await relays.reconcile('apps/mail');
     const kinds = api.writes
-      .filter((w) => w.startsWith('apply '))
+      .filter((w) => /^(apply|create) /.test(w))
       .map((w) => w.split(' ').slice(1).join(' '));
     expect(kinds).toEqual(
       expect.arrayContaining([

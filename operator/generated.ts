@@ -1,0 +1,73 @@
+/**
+ * Secrets that hold generated material (relay passwords, the handoff password and admin token, the CA and
+ * server certificates, DKIM keys) are created once and never replaced because a cache was behind.
+ *
+ * The cache (and RecentWrites) answers the common case without a request. Only when it says the material
+ * is missing or unusable does the operator look at the API server itself: a live GET, then a create
+ * (AlreadyExists: someone, usually our own earlier reconcile, got there first: read it back) or an update
+ * carrying the resourceVersion it read (Conflict: read again). So new material is generated only when the
+ * API server's own copy lacks it, and a write never lands on a version the operator did not look at.
+ * Renewal (a certificate due for renewal) is the same path: `needs` judges the live copy, not the cache.
+ */
+import type { OperatorContext, SecretReader } from './context.js';
+import { withAppliedHash } from './runtime/diff.js';
+import { isConflict, type KubeObject } from './runtime/kube.js';
+import { Kinds } from './runtime/resources.js';
+
+export type SecretData = Record<string, Buffer>;
+
+export interface GeneratedSecret {
+  name: string;
+  /** Whether these contents lack material that must be generated (or renewed). Pure. */
+  needs(data: SecretData | undefined): boolean;
+  /** The whole Secret to store, generating what `live` (the API server's copy) lacks. */
+  build(live: SecretData | undefined): Promise<KubeObject>;
+}
+
+/** Generates material: given a Secret's description, returns its contents as stored. */
+export type Generate = (g: GeneratedSecret) => Promise<{ data: SecretData; generated: boolean }>;
+
+export function secretData(s: KubeObject | undefined): SecretData | undefined {
+  if (!s) return undefined;
+  const data = (s.data ?? {}) as Record<string, string>;
+  return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+}
+
+const ATTEMPTS = 3;
+
+/** Keeps what exists (cache, else the API server), or generates and stores it with create-if-absent. */
+export async function ensureGenerated(
+  ctx: Pick<OperatorContext, 'api' | 'recent' | 'stores'>,
+  reader: SecretReader,
+  g: GeneratedSecret,
+): Promise<{ data: SecretData; generated: boolean }> {
+  const cached = reader.get(g.name);
+  if (!g.needs(cached)) return { data: cached ?? {}, generated: false };
+  const ns = reader.namespace;
+  const base = ctx.stores.secrets.get(ns, g.name);
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const live = await ctx.api.get(Kinds.Secret, ns, g.name);
+    const liveData = secretData(live);
+    if (live && !g.needs(liveData)) {
+      ctx.recent.remember(live, base);
+      return { data: liveData ?? {}, generated: false };
+    }
+    const obj = withAppliedHash(await g.build(liveData));
+    try {
+      const written = live
+        ? await ctx.api.update({
+            ...obj,
+            metadata: { ...obj.metadata, resourceVersion: live.metadata?.resourceVersion },
+          })
+        : await ctx.api.create(obj);
+      ctx.recent.remember(written, base);
+      return { data: secretData(written) ?? {}, generated: true };
+    } catch (e) {
+      // 409: AlreadyExists on create, Conflict on update: someone wrote it meanwhile; look again.
+      if (!isConflict(e)) throw e;
+    }
+  }
+  throw new Error(
+    `Secret ${ns}/${g.name} changed under the operator ${ATTEMPTS} times while it generated its contents; will retry`,
+  );
+}
