@@ -26,6 +26,7 @@ import { Cluster, type AuditEvent } from '../../test/cluster/kube.js';
 import { startDns } from '../lib/dns.js';
 import { freePort, startLogged, sleep, waitFor, type Started } from '../lib/proc.js';
 import { TreeSampler, type TreeUsage } from '../lib/procstat.js';
+import { measureFloor, type FloorResult, type KeyKind } from './floor.js';
 
 export const OPERATOR_NAMESPACE = 'mailfleet-system';
 export const RELEASE = 'mf';
@@ -36,6 +37,8 @@ export const WORK_NAMESPACE = 'bench';
 export interface Scenario {
   relays: number;
   domains: number;
+  /** spec.dkim.algorithm of the MailDomains (the CRD's default: rsa-sha256). */
+  dkimAlgorithm?: 'rsa-sha256' | 'ed25519-sha256';
   /** Steady-state window after convergence, ms. */
   steadyMs: number;
 }
@@ -44,6 +47,10 @@ export interface OperatorBenchOptions {
   repoRoot: string;
   workDir: string;
   operatorCli: string;
+  /** Extra node arguments for the operator process (e.g. --cpu-prof). */
+  nodeArgs?: string[];
+  /** Measure the crypto floor of each scenario before its cluster starts (default true). */
+  floor?: boolean;
   scenarios: Scenario[];
   /** Bound on convergence (default 30 min). */
   convergeTimeoutMs?: number;
@@ -75,6 +82,7 @@ export interface ScenarioResult {
   usageConvergence?: TreeUsage;
   usageSteady?: TreeUsage;
   reconciles?: Record<string, number>;
+  floor?: FloorResult;
   kubernetesVersion?: string;
   logsDir?: string;
 }
@@ -103,13 +111,23 @@ function relayObject(i: number) {
   };
 }
 
-function domainObject(i: number, relays: number) {
+function domainObject(i: number, relays: number, algorithm?: string) {
   return {
     apiVersion: 'mailfleet.dev/v1alpha1',
     kind: 'MailDomain',
     metadata: { name: `domain-${i}`, namespace: WORK_NAMESPACE },
-    spec: { domain: `d${i}.bench.example`, relayRef: { name: `relay-${i % relays}` } },
+    spec: {
+      domain: `d${i}.bench.example`,
+      relayRef: { name: `relay-${i % relays}` },
+      ...(algorithm ? { dkim: { algorithm } } : {}),
+    },
   };
+}
+
+/** The keys a scenario makes the operator generate: a CA and a server key per relay, a DKIM key per domain. */
+export function scenarioKeys(s: Scenario): Partial<Record<KeyKind, number>> {
+  const ed = s.dkimAlgorithm === 'ed25519-sha256';
+  return ed ? { 'rsa-2048': 2 * s.relays, ed25519: s.domains } : { 'rsa-2048': 2 * s.relays + s.domains };
 }
 
 interface Conditioned {
@@ -175,6 +193,7 @@ async function startOperator(
     'operator',
     process.execPath,
     [
+      ...(opts.nodeArgs ?? []),
       opts.operatorCli,
       `--kubeconfig=${kubeconfig}`,
       '--leader-elect',
@@ -231,6 +250,13 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
   };
   let info: ClusterInfo | undefined;
   let operator: Started | undefined;
+  if (opts.floor !== false) {
+    say(`scenario ${s.relays} relays, ${s.domains} domains: measuring the crypto floor`);
+    result.floor = await measureFloor(scenarioKeys(s));
+    say(
+      `  floor: ${result.floor.seconds.toFixed(1)} s for ${JSON.stringify(result.floor.keys)} on ${result.floor.cores} cores`,
+    );
+  }
   const dns = await startDns(opts.repoRoot, dir);
   try {
     say(`scenario ${s.relays} relays, ${s.domains} domains: starting the control plane`);
@@ -265,6 +291,7 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
     );
     const opStart = Date.now();
     const started = await startOperator(k, opts, dir, dns.server);
+    const since = (t: number) => `${((t - opStart) / 1000).toFixed(1)} s after the operator started`;
     operator = started.proc;
     say(`  operator leading after ${((Date.now() - opStart) / 1000).toFixed(1)} s`);
     await sleep(5000); // let its informers settle before the load
@@ -272,13 +299,14 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
     const t0 = Date.now();
     const items = [
       ...Array.from({ length: s.relays }, (_, i) => relayObject(i)),
-      ...Array.from({ length: s.domains }, (_, i) => domainObject(i, s.relays)),
+      ...Array.from({ length: s.domains }, (_, i) => domainObject(i, s.relays, s.dkimAlgorithm)),
     ];
     await k.kubectl(['create', '-f', '-'], {
       input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items }),
       timeoutMs: 600_000,
     });
     result.createSeconds = (Date.now() - t0) / 1000;
+    say(`  create began ${since(t0)}`);
     say(`  created ${items.length} objects in ${result.createSeconds.toFixed(1)} s`);
     const deadline = t0 + (opts.convergeTimeoutMs ?? 30 * 60_000);
     let last = { relays: 0, domains: 0 };
@@ -301,10 +329,13 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
     const tReady = Date.now();
     result.convergeSeconds = (tReady - t0) / 1000;
     result.usageConvergence = sampler.stop();
-    say(`  all Ready after ${result.convergeSeconds.toFixed(1)} s; steady state for ${s.steadyMs / 1000} s`);
+    say(
+      `  all Ready after ${result.convergeSeconds.toFixed(1)} s (${since(tReady)}); steady state for ${s.steadyMs / 1000} s`,
+    );
     const steadySampler = new TreeSampler(operator.pid, 1000);
     await sleep(s.steadyMs);
     const tEnd = Date.now();
+    say(`  steady window ended ${since(tEnd)}`);
     result.steadySeconds = (tEnd - tReady) / 1000;
     result.usageSteady = steadySampler.stop();
     result.reconciles = reconcileCounts(await metricsText(started.metricsPort));

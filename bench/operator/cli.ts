@@ -7,6 +7,10 @@
  *   --steady-seconds N    steady-state window after convergence (300)
  *   --results FILE        Markdown to update (bench/RESULTS.md); --no-results to leave it alone
  *   --keep-logs           keep each cluster's logs (audit log included) in the work directory
+ *   --dkim-algorithm A    spec.dkim.algorithm of the MailDomains (rsa-sha256, the default, or ed25519-sha256)
+ *   --no-floor            skip the crypto floor (the keys of the scenario generated on every core first)
+ *   --operator-cli FILE   the operator to run (dist/bench/operator/cli.js: this checkout)
+ *   --node-arg ARG        a node argument for the operator, repeatable (--node-arg=--cpu-prof)
  *
  * Needs the control-plane binaries (`npm run cluster:build`, about 10 minutes cold) and helm's chart in
  * charts/mailfleet. Each scenario starts and stops its own cluster.
@@ -17,7 +21,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { exitOnSignals, repoRoot, runMain } from '../lib/proc.js';
 import { replaceSection } from '../relay/report.js';
-import { runOperatorBench } from './bench.js';
+import { runOperatorBench, type Scenario } from './bench.js';
 import { markdown } from './report.js';
 
 async function main(): Promise<number> {
@@ -31,6 +35,10 @@ async function main(): Promise<number> {
       'no-results': { type: 'boolean', default: false },
       'keep-logs': { type: 'boolean', default: false },
       'work-dir': { type: 'string' },
+      'dkim-algorithm': { type: 'string' },
+      'no-floor': { type: 'boolean', default: false },
+      'operator-cli': { type: 'string' },
+      'node-arg': { type: 'string', multiple: true },
     },
   });
   const root = repoRoot();
@@ -42,12 +50,15 @@ async function main(): Promise<number> {
     relays: Number(values.relays),
     domains: Number(d),
     steadyMs: Number(values['steady-seconds']) * 1000,
+    dkimAlgorithm: values['dkim-algorithm'] as Scenario['dkimAlgorithm'],
   }));
   const loadStart = os.loadavg();
   const results = await runOperatorBench({
     repoRoot: root,
     workDir,
-    operatorCli: path.join(root, 'dist/bench/operator/cli.js'),
+    operatorCli: values['operator-cli'] ?? path.join(root, 'dist/bench/operator/cli.js'),
+    nodeArgs: values['node-arg'],
+    floor: !values['no-floor'],
     scenarios,
     keepLogs: values['keep-logs'],
     log: say,

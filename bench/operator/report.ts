@@ -19,6 +19,48 @@ function writes(c: RequestCounts | undefined): string {
 
 const row = (cells: string[]) => `| ${cells.join(' | ')} |`;
 
+const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
+
+/** The issue's targets, judged on this run's figures (pure). */
+export function targets(results: ScenarioResult[]): string[] {
+  const out: string[] = [];
+  const ok = results.filter((r) => r.ok);
+  for (const r of ok) {
+    const { relays, domains } = r.scenario;
+    const ed = r.scenario.dkimAlgorithm === 'ed25519-sha256';
+    const label = `${fmt(relays)} relays, ${fmt(domains)} domains${ed ? ' (ed25519)' : ''}`;
+    const writes = r.convergence?.writesExceptLeases ?? NaN;
+    const budget = 3 * domains + 12 * relays;
+    out.push(
+      `${label}: writes while converging (Leases excluded) ${fmt(writes)} ≤ 3 × ${fmt(domains)} + 12 × ${fmt(relays)} = ${fmt(budget)}: ${verdict(writes <= budget)}`,
+    );
+    const steadyWrites = r.steady?.writesExceptLeases ?? NaN;
+    const cpu300 = ((r.usageSteady?.cpuSeconds ?? NaN) * 300) / Math.max(1, r.steadySeconds);
+    out.push(
+      `${label}: steady state ${fmt(steadyWrites)} writes but Leases (target 0): ${verdict(steadyWrites === 0)}; CPU ${fmt(cpu300, 1)} s per 300 s (target ≤ 10 s at 2 000 domains): ${verdict(cpu300 <= 10)}`,
+    );
+    if (ed) {
+      const bound = domains >= 10_000 ? 300 : domains >= 2000 ? 60 : undefined;
+      const rss = Math.max(r.usageConvergence?.peakRssBytes ?? 0, r.usageSteady?.peakRssBytes ?? 0) / MiB;
+      if (bound !== undefined)
+        out.push(
+          `${label}: all Ready in ${fmt(r.convergeSeconds, 1)} s (target ≤ ${bound} s): ${verdict(r.convergeSeconds <= bound)}; peak RSS ${fmt(rss)} MiB (target ≤ 400): ${verdict(rss <= 400)}`,
+        );
+    } else if (domains > 10 && r.floor) {
+      const base = ok.find(
+        (x) => x.scenario.relays === relays && x.scenario.domains === 10 && !x.scenario.dkimAlgorithm,
+      );
+      if (base) {
+        const bound = 1.25 * r.floor.seconds + base.convergeSeconds;
+        out.push(
+          `${label}: all Ready in ${fmt(r.convergeSeconds, 1)} s ≤ 1.25 × floor ${fmt(r.floor.seconds, 1)} s + the 10-domain time ${fmt(base.convergeSeconds, 1)} s = ${fmt(bound, 1)} s: ${verdict(r.convergeSeconds <= bound)}`,
+        );
+      }
+    }
+  }
+  return out;
+}
+
 export function markdown(
   results: ScenarioResult[],
   meta: { command: string; loadavg: { start: number[]; end: number[] }; minutes: number },
@@ -49,9 +91,10 @@ export function markdown(
       'CPU s converging',
       'CPU s steady',
       'peak RSS MiB',
+      'crypto floor (s)',
     ]),
   );
-  out.push(row(['---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+  out.push(row(Array.from({ length: 12 }, () => '---:')));
   for (const r of results) {
     if (!r.ok) {
       out.push(
@@ -59,6 +102,7 @@ export function markdown(
           fmt(r.scenario.relays),
           fmt(r.scenario.domains),
           `failed: ${(r.error ?? '').slice(0, 120)}`,
+          '',
           '',
           '',
           '',
@@ -84,9 +128,24 @@ export function markdown(
         fmt(r.usageConvergence?.cpuSeconds ?? NaN, 1),
         fmt(r.usageSteady?.cpuSeconds ?? NaN, 1),
         fmt(Math.max(r.usageConvergence?.peakRssBytes ?? 0, r.usageSteady?.peakRssBytes ?? 0) / MiB),
+        r.floor ? fmt(r.floor.seconds, 1) : '–',
       ]),
     );
   }
+  out.push('');
+  out.push(
+    'DKIM keys: ' +
+      results
+        .map((r) => `${fmt(r.scenario.domains)} domains ${r.scenario.dkimAlgorithm ?? 'rsa-sha256'}`)
+        .join(', ') +
+      '. The crypto floor is the time this machine takes to generate the same keys (per SmtpRelay a CA and a ' +
+      'server key, RSA-2048; per MailDomain its DKIM key) with every core busy, measured in the same run ' +
+      'just before the scenario’s cluster starts.',
+  );
+  out.push('');
+  out.push('Targets (issue 13):');
+  out.push('');
+  for (const line of targets(results)) out.push(`- ${line}`);
   out.push('');
   out.push('Requests by verb:');
   out.push('');

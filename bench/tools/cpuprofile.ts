@@ -4,6 +4,8 @@
  *
  *   node dist/bench/bench/tools/cpuprofile.js FILE.cpuprofile [top=25]
  *   node dist/bench/bench/tools/cpuprofile.js FILE.cpuprofile callers FUNCTION   who calls FUNCTION
+ *   ... --window=FROM:TO   only samples between FROM and TO seconds after the profile started (the
+ *                          operator bench logs when convergence and the steady window begin and end)
  */
 import fs from 'node:fs';
 
@@ -102,8 +104,29 @@ export function callers(profile: Profile, fn: string, depth = 6, top = 15): stri
   );
 }
 
-const [file, arg, fn] = process.argv.slice(2);
+/** The profile with the samples outside [fromS, toS) (seconds after its start) dropped. */
+export function windowed(profile: Profile, fromS: number, toS: number): Profile {
+  const samples: number[] = [];
+  const timeDeltas: number[] = [];
+  let t = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    t += profile.timeDeltas[i] ?? 0;
+    if (t >= fromS * 1e6 && t < toS * 1e6) {
+      samples.push(profile.samples[i]!);
+      timeDeltas.push(profile.timeDeltas[i] ?? 0);
+    }
+  }
+  return { ...profile, samples, timeDeltas };
+}
+
+const args = process.argv.slice(2);
+const win = args.find((a) => a.startsWith('--window='));
+const [file, arg, fn] = args.filter((a) => !a.startsWith('--window='));
 if (file) {
-  const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
+  let profile = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
+  if (win) {
+    const [from, to] = win.slice('--window='.length).split(':').map(Number);
+    profile = windowed(profile, from ?? 0, to ?? Infinity);
+  }
   console.log(arg === 'callers' && fn ? callers(profile, fn) : summarise(profile, Number(arg ?? 25)));
 }

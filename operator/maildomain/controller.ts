@@ -7,17 +7,16 @@
  * unusable DKIM key Secret — is reported as Ready=False / Degraded=True with what to fix. The relay watch
  * and the Secret watch re-queue the domain when the missing thing appears.
  */
-import { API_VERSION } from '../api/common.js';
 import { withDomainDefaults } from '../api/defaults.js';
 import type { MailDomain, MailDomainStatus } from '../api/maildomain.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
 import { applyIfChanged, b64, SecretReader, type OperatorContext } from '../context.js';
 import { rfc3339 } from '../runtime/conditions.js';
-import { recordTransitions } from '../runtime/events.js';
 import type { ReconcileResult } from '../runtime/controller.js';
 import { hashObject } from '../runtime/diff.js';
 import type { KubeObject } from '../runtime/kube.js';
 import { ensureGenerated, type SecretData } from '../generated.js';
+import { reportFailure, writeStatus, type Transitions } from '../status.js';
 import type { PolicyRule } from '../runtime/rbac.js';
 import { dkimSecretOf } from '../smtprelay/material.js';
 import { MANAGED_BY, LABELS } from '../smtprelay/names.js';
@@ -66,6 +65,16 @@ export class MailDomainReconciler {
       return;
     }
     const d = withDomainDefaults(raw);
+    try {
+      return await this.sync(key, d);
+    } catch (e) {
+      await reportFailure(this.ctx, d, e);
+      throw e;
+    }
+  }
+
+  private async sync(key: string, d: MailDomain): Promise<ReconcileResult> {
+    const { namespace } = d.metadata;
     const reader = new SecretReader(this.ctx.stores.secrets, namespace, this.ctx.recent);
     const problems: Problem[] = [];
     const dkim = await this.dkim(d, reader, problems);
@@ -191,29 +200,15 @@ export class MailDomainReconciler {
   }
 
   private async writeStatus(d: MailDomain, status: MailDomainStatus) {
-    if (hashObject(status) === hashObject(d.status ?? {})) return;
-    const base = this.ctx.stores.domains.get(d.metadata.namespace, d.metadata.name);
-    const written = await this.ctx.api.apply(
-      {
-        apiVersion: API_VERSION,
-        kind: 'MailDomain',
-        metadata: { name: d.metadata.name, namespace: d.metadata.namespace },
-        status,
-      },
-      'status',
-    );
-    this.ctx.recent.remember(written, base);
-    recordTransitions(
-      this.ctx.events,
-      d as unknown as KubeObject,
-      d.status?.conditions,
-      status.conditions,
-      ['Ready', 'Degraded', 'DNSVerified'],
-      (c) =>
-        (c.type === 'Degraded' && c.status === 'True') || (c.type === 'DNSVerified' && c.status === 'False'),
-    );
+    await writeStatus(this.ctx, d, status, DOMAIN_TRANSITIONS);
   }
 }
+
+const DOMAIN_TRANSITIONS: Transitions = {
+  types: ['Ready', 'Degraded', 'DNSVerified'],
+  isWarning: (c) =>
+    (c.type === 'Degraded' && c.status === 'True') || (c.type === 'DNSVerified' && c.status === 'False'),
+};
 
 /** The route's smarthost Secrets must exist, or the relay leaves the domain out of its config. */
 function routeSecrets(d: MailDomain, reader: SecretReader, problems: Problem[]) {

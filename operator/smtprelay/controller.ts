@@ -15,11 +15,11 @@ import type { MailDomain } from '../api/maildomain.js';
 import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
 import { applyIfChanged, SecretReader, type OperatorContext } from '../context.js';
 import { ensureGenerated } from '../generated.js';
+import { reportFailure, writeStatus, type Transitions } from '../status.js';
 import { bindDomains } from '../maildomain/binding.js';
 import { findCondition, rfc3339 } from '../runtime/conditions.js';
-import { recordTransitions } from '../runtime/events.js';
 import type { ReconcileResult } from '../runtime/controller.js';
-import { hashObject, isSubset } from '../runtime/diff.js';
+import { isSubset } from '../runtime/diff.js';
 import type { KubeObject } from '../runtime/kube.js';
 import { errorMessage } from '../runtime/logger.js';
 import type { PolicyRule } from '../runtime/rbac.js';
@@ -99,9 +99,14 @@ export class SmtpRelayReconciler {
       return;
     }
     const relay = withRelayDefaults(raw);
-    if (relay.metadata.deletionTimestamp) return this.finalize(relay);
-    if (!relay.metadata.finalizers?.includes(DRAIN_FINALIZER)) await this.addFinalizer(relay);
-    return this.sync(relay);
+    try {
+      if (relay.metadata.deletionTimestamp) return await this.finalize(relay);
+      if (!relay.metadata.finalizers?.includes(DRAIN_FINALIZER)) await this.addFinalizer(relay);
+      return await this.sync(relay);
+    } catch (e) {
+      await reportFailure(this.ctx, relay, e);
+      throw e;
+    }
   }
 
   private async sync(relay: SmtpRelay): Promise<ReconcileResult> {
@@ -463,35 +468,21 @@ export class SmtpRelayReconciler {
     this.ctx.recent.remember(written, base);
   }
 
-  /** Patches status only when it changed; records Events for condition transitions. */
+  /** Writes status when it changed; Events for condition transitions. */
   private async writeStatus(relay: SmtpRelay, status: SmtpRelayStatus) {
-    if (hashObject(status) === hashObject(relay.status ?? {})) return;
-    const base = this.ctx.stores.relays.get(relay.metadata.namespace, relay.metadata.name);
-    const written = await this.ctx.api.apply(
-      {
-        apiVersion: API_VERSION,
-        kind: 'SmtpRelay',
-        metadata: { name: relay.metadata.name, namespace: relay.metadata.namespace },
-        status,
-      },
-      'status',
-    );
-    this.ctx.recent.remember(written, base);
-    recordTransitions(
-      this.ctx.events,
-      relay as unknown as KubeObject,
-      relay.status?.conditions,
-      status.conditions,
-      ['Ready', 'Degraded', 'Draining'],
-      (c) =>
-        (c.type === 'Degraded' && c.status === 'True') ||
-        (c.type === 'Ready' &&
-          c.status === 'False' &&
-          c.reason !== 'RolloutInProgress' &&
-          c.reason !== 'Draining'),
-    );
+    await writeStatus(this.ctx, relay, status, RELAY_TRANSITIONS);
   }
 }
+
+const RELAY_TRANSITIONS: Transitions = {
+  types: ['Ready', 'Degraded', 'Draining'],
+  isWarning: (c) =>
+    (c.type === 'Degraded' && c.status === 'True') ||
+    (c.type === 'Ready' &&
+      c.status === 'False' &&
+      c.reason !== 'RolloutInProgress' &&
+      c.reason !== 'Draining'),
+};
 
 /** host:port of the pods that stay (ordinals below `keep`), as draining pods reach them for handoff. */
 export function peerAddresses(

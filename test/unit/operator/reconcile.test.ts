@@ -8,6 +8,7 @@ import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';
 import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain.js';
 import { FakeClock } from '../../helpers/fake-clock.js';
 import { FakeApi } from './fake-api.js';
+import { ApiError } from '../../../operator/runtime/kube.js';
 import { parseNetworks } from '../../../relay/policy/network.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -270,6 +271,42 @@ describe('SmtpRelay reconcile', () => {
     expect((api.find('SmtpRelay', 'apps', 'mail') as any).status.caSecret).toBe('mail-certmanager-tls');
   }, 30_000);
 
+  it('an API error it cannot get past reaches status and an Event, and clears once the request succeeds', async () => {
+    const { api, relays, events } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj());
+    const apply = api.apply.bind(api);
+    const forbidden =
+      'PATCH /apis/apps/v1/namespaces/apps/statefulsets/mail: 403 statefulsets.apps "mail" is forbidden: User "system:serviceaccount:mf:op" cannot patch resource "statefulsets"';
+    api.apply = (obj, sub) =>
+      obj.kind === 'StatefulSet'
+        ? Promise.reject(new ApiError(403, 'Forbidden', forbidden))
+        : apply(obj, sub);
+    await expect(relays.reconcile('apps/mail')).rejects.toThrow('forbidden');
+    const r = api.find('SmtpRelay', 'apps', 'mail');
+    expect(cond(r, 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'Forbidden',
+      message: `a request to the API server failed: ${forbidden}`,
+    });
+    expect(cond(r, 'Ready')).toMatchObject({ status: 'False', reason: 'Forbidden' });
+    expect(events).toContainEqual({
+      type: 'Warning',
+      reason: 'Forbidden',
+      message: cond(r, 'Degraded').message,
+    });
+    // The same failure again: status unchanged, no second Event.
+    await expect(relays.reconcile('apps/mail')).rejects.toThrow('forbidden');
+    expect(events.filter((e) => e.reason === 'Forbidden')).toHaveLength(1);
+
+    api.apply = apply;
+    await relays.reconcile('apps/mail');
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Degraded')).toMatchObject({
+      status: 'False',
+      reason: 'AsExpected',
+    });
+  }, 30_000);
+
   it('deletion drains every pod, then releases the finalizer', async () => {
     const { api, relays, drain } = setup();
     api.put(tlsSecret);
@@ -372,6 +409,23 @@ describe('MailDomain reconcile', () => {
       message: expect.stringContaining('Secret dk key private.pem is not a PEM private key'),
     });
     expect(api.find('Secret', 'apps', 'dk')!.data).toEqual({ 'private.pem': b64('junk') });
+  }, 30_000);
+
+  it('an API error on its DKIM Secret reaches status and an Event', async () => {
+    const { api, domains, events } = setup();
+    api.put(md('example', 'example.com'));
+    const create = api.create.bind(api);
+    api.create = (obj) =>
+      obj.kind === 'Secret'
+        ? Promise.reject(
+            new ApiError(422, 'Invalid', 'POST /api/v1/namespaces/apps/secrets: 422 denied by policy'),
+          )
+        : create(obj);
+    await expect(domains.reconcile('apps/example')).rejects.toThrow('denied by policy');
+    const d = api.find('MailDomain', 'apps', 'example');
+    expect(cond(d, 'Degraded')).toMatchObject({ status: 'True', reason: 'Invalid' });
+    expect(cond(d, 'Ready').message).toContain('422 denied by policy');
+    expect(events.map((e) => `${e.type} ${e.reason}`)).toEqual(['Warning Invalid']);
   }, 30_000);
 
   it('reports a missing route credentials Secret', async () => {
