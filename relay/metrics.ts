@@ -222,6 +222,11 @@ export class RelayMetrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly drainFailures = new Counter({
+    name: 'mailfleet_relay_drain_failures_total',
+    help: 'Drain loops that stopped on an error (GET /drain then reports state "failed" with the cause).',
+    registers: [this.registry],
+  });
   readonly draining = new Gauge({
     name: 'mailfleet_relay_draining',
     help: '1 while the relay is draining (not accepting mail), else 0.',

@@ -1,20 +1,24 @@
 /**
  * Talking to a relay's admin server to drain it (see the relay's drain contract):
  * POST /drain {"peers": ["host:port", ...]} starts a drain (the relay stops accepting, then delivers or
- * hands each queued message to a peer); GET /drain reports {"state": "idle"|"draining"|"drained",
- * "queued": n}. Both carry "Authorization: Bearer <admin token>".
+ * hands each queued message to a peer); GET /drain reports {"state": "idle"|"draining"|"drained"|"failed",
+ * "queued": n, "error": "…" when failed}. Both carry "Authorization: Bearer <admin token>".
  *
  * `DrainClient` is the seam unit tests fake. `podAdminAddress` is the single place that decides where a pod
  * is reached (podIP:adminPort), so an e2e harness running relays on loopback pod IPs works unchanged.
  */
 import { request } from 'undici';
 
-export type DrainState = 'idle' | 'draining' | 'drained';
+export type DrainState = 'idle' | 'draining' | 'drained' | 'failed';
 
 export interface DrainStatus {
   state: DrainState;
   queued: number;
+  /** Why the pod's drain loop stopped (state "failed"). */
+  error?: string;
 }
+
+const STATES: readonly unknown[] = ['idle', 'draining', 'drained', 'failed'] satisfies DrainState[];
 
 export interface DrainClient {
   status(address: string, token: string): Promise<DrainStatus>;
@@ -46,11 +50,17 @@ export class HttpDrainClient implements DrainClient {
     const text = await res.body.text();
     if (res.statusCode !== 200)
       throw new Error(`GET /drain on ${address}: HTTP ${res.statusCode}${reason(text)}`);
-    const body = JSON.parse(text) as { state?: unknown; queued?: unknown };
-    if (body.state !== 'idle' && body.state !== 'draining' && body.state !== 'drained') {
+    const body = JSON.parse(text) as { state?: unknown; queued?: unknown; error?: unknown };
+    if (!STATES.includes(body.state)) {
       throw new Error(`GET /drain on ${address}: unexpected state ${JSON.stringify(body.state)}`);
     }
-    return { state: body.state, queued: typeof body.queued === 'number' ? body.queued : 0 };
+    return {
+      state: body.state as DrainState,
+      queued: typeof body.queued === 'number' ? body.queued : 0,
+      ...(body.state === 'failed'
+        ? { error: typeof body.error === 'string' ? body.error.slice(0, 300) : 'no cause given' }
+        : {}),
+    };
   }
 
   async start(address: string, token: string, peers: readonly string[]): Promise<void> {

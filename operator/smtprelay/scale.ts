@@ -9,7 +9,9 @@
  *   ordinal >= desired; they hand mail to the pods that stay (their stable DNS names);
  * - deletion of the SmtpRelay drains every pod, without peers (they deliver what they hold);
  * - a pod that stays but was told to drain earlier (the scale-down was reverted) is restarted, which brings
- *   it back to accepting mail.
+ *   it back to accepting mail;
+ * - a pod whose drain loop failed (it reports "failed" and why) is named in Degraded with its cause and
+ *   asked to drain again (with backoff: a plan with problems is retried as an error would be).
  */
 import type { DrainStatus } from './drain.js';
 
@@ -54,7 +56,7 @@ export interface ScalePlan {
   waiting: boolean;
 }
 
-const isError = (d: PodView['drain']): d is { error: string } => !!d && 'error' in d;
+const isError = (d: PodView['drain']): d is { error: string } => !!d && !('state' in d);
 
 /** Ordinal of a StatefulSet pod name (<sts>-<n>), or -1. */
 export function podOrdinal(stsName: string, podName: string): number {
@@ -129,6 +131,15 @@ function assessPod(
     plan.drained = false;
     plan.waiting = true;
     plan.startDrain.push(pod.name);
+    return;
+  }
+  if (d.state === 'failed') {
+    plan.drained = false;
+    plan.startDrain.push(pod.name);
+    plan.problems.push({
+      reason: 'DrainFailed',
+      message: `pod ${pod.name} reports that its drain failed: ${d.error ?? 'no cause given'} (${d.queued} message(s) queued); asking it to drain again`,
+    });
     return;
   }
   if (d.state === 'drained' && d.queued === 0) return;

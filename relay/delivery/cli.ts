@@ -144,12 +144,18 @@ export async function drainCommand(
       out(
         values.json
           ? JSON.stringify(s)
-          : `${s.state}: ${s.queued} queued, ${s.handedOff} handed off, ${s.delivered} delivered, ${s.failed} failed hand-offs`,
+          : `${s.state}: ${s.queued} queued, ${s.handedOff} handed off, ${s.delivered} delivered, ${s.failed} failed hand-offs${s.error ? ` (${s.error})` : ''}`,
       );
     show(status);
     if (!values.wait) return 0;
     const pollMs = opts.pollMs ?? 1000;
-    for (let i = 0; status.state !== 'drained' && i < (opts.maxPolls ?? Number.MAX_SAFE_INTEGER); i++) {
+    for (
+      let i = 0;
+      status.state !== 'drained' &&
+      status.state !== 'failed' &&
+      i < (opts.maxPolls ?? Number.MAX_SAFE_INTEGER);
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, pollMs));
       const next = (await call(target, 'GET', '/drain')) as DrainStatus;
       if (JSON.stringify(next) !== JSON.stringify(status)) show(next);

@@ -3,7 +3,8 @@
  * delivering it (no peers) or by handing every queued message to peer relays.
  *
  *   POST /drain {"peers": ["host:port", …]}   start, or change the peers of a drain in progress
- *   GET  /drain → {"state": "idle"|"draining"|"drained", "queued", "handedOff", "delivered", "failed"}
+ *   GET  /drain → {"state": "idle"|"draining"|"drained"|"failed", "queued", "handedOff", "delivered",
+ *                  "failed", "error"?}
  *
  * - Without peers the queue manager keeps delivering and every deferred message is made due once
  *   (like `postqueue -f`); the drain is over when the queue is empty. Mail that keeps failing keeps the
@@ -16,6 +17,10 @@
  * - Counters: handedOff and failed count messages per hand-off outcome (failed: no peer took it on
  *   that pass, so one message can count several times); delivered counts messages the queue manager
  *   finished while draining. The relay stays not-ready after "drained"; the operator removes the pod.
+ * - A drain loop that fails (an unreadable handoff password, a spool error, handoff gone after a reload)
+ *   reports state "failed" with `error`, counts mailfleet_relay_drain_failures_total, and resumes the
+ *   queue manager so queued mail is still delivered; the relay keeps refusing new mail. POST /drain starts
+ *   the drain again.
  */
 import type { RelayMetrics } from '../metrics.js';
 import { CorruptEntryError, type Spool, type SpoolEntry } from '../spool/spool.js';
@@ -23,7 +28,7 @@ import { initialState, pendingRecipients, recordOutcomes } from './outcome.js';
 import { systemClock, type Clock, type Log, type QueueManager, type Settlement } from './queue-manager.js';
 import type { RecipientOutcome } from './replies.js';
 
-export type DrainState = 'idle' | 'draining' | 'drained';
+export type DrainState = 'idle' | 'draining' | 'drained' | 'failed';
 
 export interface DrainStatus {
   state: DrainState;
@@ -31,6 +36,8 @@ export interface DrainStatus {
   handedOff: number;
   delivered: number;
   failed: number;
+  /** Why the drain loop failed (state "failed"). */
+  error?: string;
 }
 
 export interface DrainerOptions {
@@ -55,6 +62,7 @@ const silent: Log = { debug() {}, info() {}, warn() {}, error() {} };
 
 export class Drainer {
   private state: DrainState = 'idle';
+  private error: string | undefined;
   private peers: string[] = [];
   private readonly counts = { handedOff: 0, delivered: 0, failed: 0 };
   private loop: Promise<void> | undefined;
@@ -81,7 +89,12 @@ export class Drainer {
   }
 
   status(): DrainStatus {
-    return { state: this.state, queued: this.opts.spool.count, ...this.counts };
+    return {
+      state: this.state,
+      queued: this.opts.spool.count,
+      ...this.counts,
+      ...(this.error !== undefined ? { error: this.error } : {}),
+    };
   }
 
   /** Starts draining, or sets new peers for the drain in progress (idempotent for the same peers). */
@@ -93,6 +106,10 @@ export class Drainer {
       this.opts.queue.on('settled', this.onSettled);
       this.opts.spool.on('accepted', this.onAccepted);
       this.log.info({ event: 'drain_started', peers, queued: this.opts.spool.count }, 'draining');
+    } else if (this.state === 'failed') {
+      this.log.info({ peers, queued: this.opts.spool.count }, 'draining again after a failure');
+      this.state = 'draining';
+      this.error = undefined;
     } else if (peers.join(',') !== this.peers.join(',')) {
       this.log.info({ peers, queued: this.opts.spool.count }, 'drain peers changed');
     }
@@ -117,7 +134,7 @@ export class Drainer {
       return;
     }
     this.loop = this.run()
-      .catch((err: unknown) => this.log.error({ err: String(err) }, 'drain loop failed'))
+      .catch((err: unknown) => this.fail(err))
       .finally(() => {
         this.loop = undefined;
         if (this.again && !this.stopped) {
@@ -125,6 +142,19 @@ export class Drainer {
           this.kick();
         }
       });
+  }
+
+  /** The loop stopped on an error: say so, and let the queue manager deliver meanwhile. */
+  private fail(err: unknown): void {
+    this.state = 'failed';
+    this.error = (err instanceof Error ? err.message : String(err)).slice(0, 500);
+    this.again = false;
+    this.opts.metrics?.drainFailures.inc();
+    this.opts.queue.resume();
+    this.log.error(
+      { event: 'drain_failed', err: this.error },
+      'drain loop failed; POST /drain starts it again',
+    );
   }
 
   private async run(): Promise<void> {

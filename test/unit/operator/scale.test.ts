@@ -102,6 +102,29 @@ describe('planScale', () => {
     expect(leftover).toMatchObject({ statefulSetReplicas: 2, startDrain: ['mail-1'], problems: [] });
   });
 
+  it('names a pod whose drain failed and its cause, and asks it to drain again', () => {
+    const p = planScale({
+      ...base,
+      desired: 1,
+      current: 2,
+      pods: [
+        pod(0),
+        pod(1, {
+          drainStartedAt: NOW - 700_000,
+          drain: { state: 'failed', queued: 7, error: 'handoff is not configured' },
+        }),
+      ],
+    });
+    expect(p).toMatchObject({ statefulSetReplicas: 2, drained: false, startDrain: ['mail-1'] });
+    expect(p.problems).toEqual([
+      {
+        reason: 'DrainFailed',
+        message:
+          'pod mail-1 reports that its drain failed: handoff is not configured (7 message(s) queued); asking it to drain again',
+      },
+    ]);
+  });
+
   it('reports a drain running past its timeout as stuck, still without shrinking', () => {
     const p = planScale({
       ...base,

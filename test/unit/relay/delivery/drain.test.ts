@@ -174,3 +174,38 @@ test('start is idempotent, and an empty queue is drained at once', async () => {
   await until(() => d.status().state === 'drained');
   expect(draining).toEqual([true]);
 });
+
+test('a drain loop that fails says so, counts it, lets the queue deliver, and starts again when asked', async () => {
+  await accept(['a@x.test']);
+  queue.start();
+  await until(() => queue.counts().waiting === 1);
+  let broken = true;
+  drainer = new Drainer({
+    spool,
+    queue,
+    metrics,
+    clock,
+    retryDelayMs: 5000,
+    parallel: 2,
+    setDraining: (on) => draining.push(on),
+    handOff: (_entry, rcpts) =>
+      broken
+        ? Promise.reject(new Error("ENOENT: no such file or directory, open '/run/handoff/password'"))
+        : Promise.resolve(rcpts.map((r) => fromReply(r, '250 ok'))),
+  });
+  drainer.start(['p1:587']);
+  await until(() => drainer!.status().state === 'failed');
+  expect(drainer.status()).toMatchObject({
+    state: 'failed',
+    queued: 1,
+    error: "ENOENT: no such file or directory, open '/run/handoff/password'",
+  });
+  expect((await metrics.drainFailures.get()).values).toEqual([{ labels: {}, value: 1 }]);
+  expect(queue.isPaused).toBe(false);
+  expect(draining).toEqual([true]);
+
+  broken = false;
+  expect(drainer.start(['p1:587'])).toMatchObject({ state: 'draining' });
+  await until(() => drainer!.status().state === 'drained');
+  expect(drainer.status()).toEqual({ state: 'drained', queued: 0, handedOff: 1, delivered: 0, failed: 0 });
+});
