@@ -4,12 +4,14 @@
  * the entry point (cli.ts) parses flags once and passes them here.
  *
  * Watches and what they enqueue:
- * - SmtpRelay → itself, and the MailDomains that reference it (RelayNotFound resolves when it appears);
- * - MailDomain → itself, its relay (also the relay it referenced before), and the other MailDomains of
- *   that relay (a deleted claim hands its domain to the next one);
+ * - SmtpRelay → itself; the MailDomains that reference it when it appears, goes, or its status.domains
+ *   changes (RelayNotFound resolves, Ready follows the rollout);
+ * - MailDomain (not its status) → itself, its relay and the relay it referenced before (coalesced: a burst
+ *   of domains renders each relay once), and the other claims of the same domain on that relay (a deleted
+ *   claim hands its domain to the next one);
  * - owned kinds (StatefulSet, Services, ConfigMap, Secrets, PDB, ServiceMonitor, Certificate) → their
  *   controller owner, so a deleted or edited child is repaired;
- * - Secrets → also whoever referenced them (ReferenceIndex); Pods → their relay (drain, readiness).
+ * - Secrets → also whoever referenced them (ReferenceIndex; relays coalesced); Pods → their relay.
  * Every object is also re-queued every --sync-period (resync).
  */
 import { randomUUID } from 'node:crypto';
@@ -27,6 +29,7 @@ import {
   type Stores,
 } from './context.js';
 import { MailDomainReconciler } from './maildomain/controller.js';
+import type { DnsChecker } from './maildomain/dns-checker.js';
 import { ResolverTxtLookup, type TxtLookup } from './maildomain/dns.js';
 import { realClock, type Clock } from './runtime/clock.js';
 import { Controller } from './runtime/controller.js';
@@ -81,6 +84,36 @@ export interface RunningManager {
   stop(): Promise<void>;
 }
 
+/**
+ * A relay renders its config once a burst of domain (or DKIM Secret) changes has been quiet this long, and
+ * at the latest this long after the first change of the burst.
+ */
+const COALESCE_QUIET_MS = 2000;
+const COALESCE_MAX_MS = 30_000;
+
+/** What of a MailDomain the controllers react to (not its status). */
+interface DomainFacts {
+  relay: string;
+  domain: string;
+  generation: number;
+  deleting: boolean;
+}
+
+function domainFacts(d: MailDomain): DomainFacts {
+  return {
+    relay: d.spec?.relayRef?.name ?? '',
+    domain: d.spec?.domain?.toLowerCase() ?? '',
+    generation: d.metadata?.generation ?? 0,
+    deleting: !!d.metadata?.deletionTimestamp,
+  };
+}
+
+const sameFacts = (a: DomainFacts, b: DomainFacts) =>
+  a.relay === b.relay && a.domain === b.domain && a.generation === b.generation && a.deleting === b.deleting;
+
+const relayServed = (o: KubeObject) =>
+  ((o.status as { domains?: string[] } | undefined)?.domains ?? []).join(',');
+
 export function loadKubeConfig(path: string | undefined): KubeConfig {
   const kc = new KubeConfig();
   if (path) kc.loadFromFile(path);
@@ -106,8 +139,11 @@ class Manager {
   readonly relayController: Controller;
   readonly domainController: Controller;
   private readonly optional = new Map<string, ManagedInformer>();
-  private readonly domainRelay = new Map<string, string>();
+  /** What the informer handlers last saw of each object, to tell real changes from our status writes. */
+  private readonly domainFacts = new Map<string, DomainFacts>();
+  private readonly relayServed = new Map<string, string>();
   private timers: unknown[] = [];
+  private readonly dnsChecker: DnsChecker;
   private leader?: LeaderElector;
   private servers: Server[] = [];
   private stopped = false;
@@ -173,7 +209,12 @@ class Manager {
       drainNetworks: cfg.drainNetworks ? parseNetworks(cfg.drainNetworks).networks : undefined,
       peerAddress: cfg.drainPeerAddress,
     });
-    const domainRec = new MailDomainReconciler(this.ctx, { dns, dnsCheckIntervalMs: cfg.dnsCheckIntervalMs });
+    const domainRec = new MailDomainReconciler(this.ctx, {
+      dns,
+      dnsCheckIntervalMs: cfg.dnsCheckIntervalMs,
+      onDnsChange: (key) => this.domainController.enqueue(key),
+    });
+    this.dnsChecker = domainRec.dnsChecker;
     this.relayController = new Controller(
       'smtprelay',
       (k) => relayRec.reconcile(k),
@@ -199,22 +240,38 @@ class Manager {
     pods: ManagedInformer,
     owned: Record<string, ManagedInformer>,
   ) {
-    relays.on((_t, o) => {
-      this.relayController.enqueue(keyOf(o));
+    relays.on((type, o) => {
+      const key = keyOf(o);
+      this.relayController.enqueue(key);
+      // Domains read only whether the relay exists and which domains its status says it serves.
+      const served = type === 'delete' ? '' : `+${relayServed(o)}`;
+      if (this.relayServed.get(key) === served) return;
+      if (type === 'delete') this.relayServed.delete(key);
+      else this.relayServed.set(key, served);
       for (const d of this.domainsOf(o.metadata?.namespace ?? '', o.metadata?.name ?? ''))
         this.domainController.enqueue(keyOf(d));
     });
     domains.on((type, o) => {
       const key = keyOf(o);
       const ns = o.metadata?.namespace ?? '';
-      const relay = (o as unknown as MailDomain).spec?.relayRef?.name ?? '';
-      const before = this.domainRelay.get(key);
-      if (type === 'delete') this.domainRelay.delete(key);
-      else this.domainRelay.set(key, relay);
+      const d = o as unknown as MailDomain;
+      const now = type === 'delete' ? undefined : domainFacts(d);
+      const before = this.domainFacts.get(key);
+      if (now) this.domainFacts.set(key, now);
+      else this.domainFacts.delete(key);
+      // A status-only update (our own write) changes nothing either controller reads.
+      if (now && before && sameFacts(now, before)) return;
       this.domainController.enqueue(key);
-      for (const r of new Set([relay, before ?? relay])) {
-        this.relayController.enqueue(`${ns}/${r}`);
-        for (const d of this.domainsOf(ns, r)) this.domainController.enqueue(keyOf(d));
+      for (const f of [now, before]) {
+        if (!f) continue;
+        this.relayController.queue.addCoalesced(`${ns}/${f.relay}`, COALESCE_QUIET_MS, COALESCE_MAX_MS);
+        // Only claims of the same domain on the same relay can change each other's binding.
+        for (const other of this.domainsOf(ns, f.relay))
+          if (
+            keyOf(other) !== key &&
+            (other as unknown as MailDomain).spec?.domain?.toLowerCase() === f.domain
+          )
+            this.domainController.enqueue(keyOf(other));
       }
     });
     pods.on((_t, o) => {
@@ -243,9 +300,11 @@ class Manager {
     else if (ref.kind === 'MailDomain') this.domainController.enqueue(key);
   }
 
+  /** A Secret an object reads changed: relays coalesce (DKIM keys of a burst of domains), domains at once. */
   private enqueueRef(owner: string) {
     const [kind, key] = owner.split(':') as [string, string];
-    if (kind === 'SmtpRelay') this.relayController.enqueue(key);
+    if (kind === 'SmtpRelay')
+      this.relayController.queue.addCoalesced(key, COALESCE_QUIET_MS, COALESCE_MAX_MS);
     else this.domainController.enqueue(key);
   }
 
@@ -371,6 +430,7 @@ class Manager {
     if (this.stopped) return;
     this.stopped = true;
     for (const t of this.timers) this.clock.clearTimeout(t);
+    this.dnsChecker.stop();
     await Promise.all([this.relayController.stop(), this.domainController.stop()]);
     await this.leader?.stop();
     await Promise.all([...this.informers, ...this.optional.values()].map((i) => i.stop()));

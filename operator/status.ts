@@ -26,6 +26,8 @@ export interface StatusOwner {
 export interface Transitions {
   types: readonly string[];
   isWarning: (c: Condition) => boolean;
+  /** Whether a change from `before` to `after` is worth an Event (default: every change). */
+  isNews?: (before: Condition | undefined, after: Condition) => boolean;
 }
 
 /** Applies `status` when it differs from the object's; records Events for transitions. Returns whether it wrote. */
@@ -56,6 +58,7 @@ export async function writeStatus(
       status.conditions,
       transitions.types,
       transitions.isWarning,
+      transitions.isNews,
     );
   return true;
 }

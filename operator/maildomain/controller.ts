@@ -13,16 +13,16 @@ import type { SmtpRelay } from '../api/smtprelay.js';
 import { applyIfChanged, b64, SecretReader, type OperatorContext } from '../context.js';
 import { rfc3339 } from '../runtime/conditions.js';
 import type { ReconcileResult } from '../runtime/controller.js';
-import { hashObject } from '../runtime/diff.js';
 import type { KubeObject } from '../runtime/kube.js';
-import { ensureGenerated, type SecretData } from '../generated.js';
+import { ensureGenerated } from '../generated.js';
 import { reportFailure, writeStatus, type Transitions } from '../status.js';
 import type { PolicyRule } from '../runtime/rbac.js';
 import { dkimSecretOf } from '../smtprelay/material.js';
 import { MANAGED_BY, LABELS } from '../smtprelay/names.js';
 import { bindDomains } from './binding.js';
-import { dkimRecordValue, generateDkimKey, parseDkimKey } from './dkim.js';
-import { expectedRecords, matchRecords, type Lookup, type TxtLookup, type TxtResult } from './dns.js';
+import { dkimKeyInfo, generateDkimKey } from './dkim.js';
+import { DnsChecker } from './dns-checker.js';
+import { expectedRecords, type TxtLookup } from './dns.js';
 import { computeDomainStatus, type Problem } from './status.js';
 
 export const RBAC: PolicyRule[] = [
@@ -44,16 +44,33 @@ export const RBAC: PolicyRule[] = [
 export interface DomainControllerOptions {
   dns: TxtLookup;
   dnsCheckIntervalMs: number;
+  /** Called with a domain's key when its DNS result changed (the manager re-queues it). */
+  onDnsChange?: (key: string) => void;
 }
 
+/**
+ * How long a new state that is only on its way (DNS not looked up yet, the relay not yet serving the
+ * domain) is held back from status: a burst of domains then writes each status once, settled, instead of
+ * a "waiting" status followed by the real one. Longer than the relays' coalescing (COALESCE_MAX_MS).
+ */
+export const STATUS_GRACE_MS = 30_000;
+
 export class MailDomainReconciler {
-  /** Last DNS lookup per MailDomain key: when, for which expected records, and what it found. */
-  private readonly dnsCache = new Map<string, { at: number; expectHash: string; lookup: Lookup }>();
+  readonly dnsChecker: DnsChecker;
+  /** When a transient status of a domain was first held back. */
+  private readonly heldSince = new Map<string, number>();
 
   constructor(
     private readonly ctx: OperatorContext,
     private readonly opts: DomainControllerOptions,
-  ) {}
+  ) {
+    this.dnsChecker = new DnsChecker({
+      lookup: opts.dns,
+      clock: ctx.clock,
+      intervalMs: opts.dnsCheckIntervalMs,
+      onChange: (key) => this.opts.onDnsChange?.(key),
+    });
+  }
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const [namespace, name] = key.split('/') as [string, string];
@@ -61,7 +78,8 @@ export class MailDomainReconciler {
     const raw = this.ctx.recent.resolve('MailDomain', cached, namespace, name) as MailDomain | undefined;
     if (!raw || raw.metadata.deletionTimestamp) {
       this.ctx.refs.delete(`MailDomain:${key}`);
-      this.dnsCache.delete(key);
+      this.dnsChecker.forget(key);
+      this.heldSince.delete(key);
       return;
     }
     const d = withDomainDefaults(raw);
@@ -83,13 +101,14 @@ export class MailDomainReconciler {
     const relay = this.relay(d, problems);
     const now = this.ctx.clock.now();
     const expected = expectedRecords(d, dkim.value);
-    const dns = await this.lookup(key, expected, now);
+    const dns = this.dnsChecker.current(key, expected);
+    const servedByRelay = !!relay?.status?.domains?.includes(d.spec.domain.toLowerCase());
     const status = computeDomainStatus(
       {
         domain: d,
         nowIso: rfc3339(now),
         relay: relay?.metadata.name,
-        servedByRelay: !!relay?.status?.domains?.includes(d.spec.domain.toLowerCase()),
+        servedByRelay,
         problems,
         dkim,
         dkimSecret: dkim.secret,
@@ -97,9 +116,15 @@ export class MailDomainReconciler {
       },
       d.status,
     );
+    const onItsWay = !dns || (relay !== undefined && problems.length === 0 && !servedByRelay);
+    if (onItsWay) {
+      const since = this.heldSince.get(key) ?? now;
+      this.heldSince.set(key, since);
+      // The DNS result and the relay's status re-queue the domain; this bounds the wait.
+      if (now - since < STATUS_GRACE_MS) return { requeueAfterMs: since + STATUS_GRACE_MS - now };
+    } else this.heldSince.delete(key);
     await this.writeStatus(d, status);
-    const checked = this.dnsCache.get(key)?.at ?? now;
-    return { requeueAfterMs: Math.max(1000, checked + this.opts.dnsCheckIntervalMs - now) };
+    return {};
   }
 
   private relay(d: MailDomain, problems: Problem[]): SmtpRelay | undefined {
@@ -115,6 +140,7 @@ export class MailDomainReconciler {
     }
     const all = this.ctx.stores.domains
       .list(namespace)
+      .filter((x) => (x as unknown as MailDomain).spec?.relayRef?.name === relayName)
       .map((x) => withDomainDefaults(x as unknown as MailDomain));
     const holder = bindDomains(namespace, relayName, all).conflicts.get(name);
     if (holder) {
@@ -139,30 +165,32 @@ export class MailDomainReconciler {
       };
     }
     const ref = dkimSecretOf(d);
+    const { algorithm, keySize } = d.spec.dkim;
     const given = !!d.spec.dkim.privateKeySecretRef;
-    const read = reader.key(ref.name, ref.key, 'DKIM private key');
-    let pem = 'value' in read ? read.value : undefined;
-    let parsed = pem ? parseDkimKey(pem, d.spec.dkim.algorithm) : undefined;
-    if (given && (!pem || typeof parsed === 'string')) {
-      const p = pem
-        ? { reason: 'DKIMKeyInvalid', message: `Secret ${ref.name} key ${ref.key} ${parsed as string}` }
-        : (read as Problem);
-      problems.push(p);
-      return { ready: false, ...p, value: undefined, secret: ref.name };
-    }
-    if (!given) {
-      const { algorithm, keySize } = d.spec.dkim;
-      const usable = (data: SecretData | undefined) => {
-        const p = data?.[ref.key]?.toString('utf8');
-        return p !== undefined && typeof parseDkimKey(p, algorithm) !== 'string';
-      };
+    const info = (pem: string | undefined) => (pem === undefined ? undefined : dkimKeyInfo(pem, algorithm));
+    let value: string;
+    if (given) {
+      const read = reader.key(ref.name, ref.key, 'DKIM private key');
+      const got = info('value' in read ? read.value : undefined);
+      if (!got || 'error' in got) {
+        const p = got
+          ? { reason: 'DKIMKeyInvalid', message: `Secret ${ref.name} key ${ref.key} ${got.error}` }
+          : (read as Problem);
+        problems.push(p);
+        return { ready: false, ...p, value: undefined, secret: ref.name };
+      }
+      value = got.record;
+    } else {
       const stored = await ensureGenerated(this.ctx, reader, {
         name: ref.name,
-        needs: (data) => !usable(data),
+        needs: (data) => {
+          const got = info(data?.[ref.key]?.toString('utf8'));
+          return !got || 'error' in got;
+        },
         build: async () => dkimSecret(d, ref.name, await generateDkimKey(algorithm, keySize)),
       });
-      pem = stored.data[ref.key]!.toString('utf8');
-      parsed = parseDkimKey(pem, algorithm);
+      const pem = stored.data[ref.key]!.toString('utf8');
+      value = (info(pem) as { record: string }).record;
       if (stored.generated)
         this.ctx.events.record(
           d as unknown as KubeObject,
@@ -172,7 +200,6 @@ export class MailDomainReconciler {
         );
       await applyIfChanged(this.ctx, this.ctx.stores.secrets, dkimSecret(d, ref.name, pem));
     }
-    const value = dkimRecordValue(parsed as Exclude<typeof parsed, string | undefined>);
     return {
       ready: true,
       reason: 'KeyReady',
@@ -180,23 +207,6 @@ export class MailDomainReconciler {
       value,
       secret: ref.name,
     };
-  }
-
-  /** Looks the records up when the interval has passed or what we expect changed; otherwise reuses the last result. */
-  private async lookup(
-    key: string,
-    expected: ReturnType<typeof expectedRecords>,
-    now: number,
-  ): Promise<Lookup> {
-    const expectHash = hashObject(expected);
-    const cached = this.dnsCache.get(key);
-    if (cached && cached.expectHash === expectHash && now - cached.at < this.opts.dnsCheckIntervalMs)
-      return cached.lookup;
-    const results = new Map<string, TxtResult>();
-    for (const name of new Set(expected.map((e) => e.name))) results.set(name, await this.opts.dns.txt(name));
-    const lookup = matchRecords(expected, results);
-    this.dnsCache.set(key, { at: now, expectHash, lookup });
-    return lookup;
   }
 
   private async writeStatus(d: MailDomain, status: MailDomainStatus) {
@@ -208,6 +218,13 @@ const DOMAIN_TRANSITIONS: Transitions = {
   types: ['Ready', 'Degraded', 'DNSVerified'],
   isWarning: (c) =>
     (c.type === 'Degraded' && c.status === 'True') || (c.type === 'DNSVerified' && c.status === 'False'),
+  // What every new domain goes through is in status, not worth an Event each: records not published yet
+  // (before they were ever found), and Ready once the relay rolled the domain out.
+  isNews: (before, after) => {
+    if (after.type === 'DNSVerified' && after.reason === 'RecordsMissing') return before?.status === 'True';
+    if (after.type === 'Ready' && after.status === 'True') return before?.reason !== 'WaitingForRelay';
+    return true;
+  },
 };
 
 /** The route's smarthost Secrets must exist, or the relay leaves the domain out of its config. */

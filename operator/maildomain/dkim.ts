@@ -3,7 +3,7 @@
  * the check that a stored key fits the requested algorithm. The TXT value is what MailDomain status tells
  * the user to publish.
  */
-import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto';
 
 export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
 
@@ -48,4 +48,22 @@ export function dkimRecordValue(key: KeyObject): string {
     return `v=DKIM1; k=ed25519; p=${der.subarray(der.length - 32).toString('base64')}`;
   }
   return `v=DKIM1; k=rsa; p=${der.toString('base64')}`;
+}
+
+const infoMemo = new Map<string, { record: string } | { error: string }>();
+const INFO_MEMO_LIMIT = 20_000;
+
+/**
+ * The DKIM record of a stored key, or what is wrong with it; kept per key (by hash) so that reconciling
+ * thousands of domains does not parse thousands of keys each time. Bounded: cleared when full.
+ */
+export function dkimKeyInfo(pem: string, algorithm: DkimAlgorithm): { record: string } | { error: string } {
+  const k = `${algorithm}:${createHash('sha256').update(pem).digest('base64')}`;
+  const hit = infoMemo.get(k);
+  if (hit) return hit;
+  const parsed = parseDkimKey(pem, algorithm);
+  const info = typeof parsed === 'string' ? { error: parsed } : { record: dkimRecordValue(parsed) };
+  if (infoMemo.size >= INFO_MEMO_LIMIT) infoMemo.clear();
+  infoMemo.set(k, info);
+  return info;
 }

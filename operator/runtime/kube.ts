@@ -7,7 +7,7 @@
  * (optimistic concurrency on resourceVersion), Events (create) and pod annotation merges.
  */
 import { HttpMethod, RequestContext, type KubeConfig } from '@kubernetes/client-node';
-import { fetch } from 'undici';
+import { fetch, type Dispatcher } from 'undici';
 import { FIELD_MANAGER } from '../api/common.js';
 import { kindOf, resourcePath, type ResourceType } from './resources.js';
 
@@ -73,12 +73,35 @@ export interface KubeApi {
 /** Counts requests for rest_client_requests_total. */
 export type RequestObserver = (method: string, code: string) => void;
 
+/** How long one connection pool to the API server is used before a fresh one picks up rotated TLS material. */
+const DISPATCHER_LIFETIME_MS = 5 * 60_000;
+
 export class RestKubeApi implements KubeApi {
+  /**
+   * client-node builds a new dispatcher (a connection pool) for every request it authenticates: a new TLS
+   * connection per request, which at 2 s Lease renewals alone cost more CPU than an idle operator should.
+   * One pool is kept and replaced every few minutes instead; the old one finishes what it carries.
+   */
+  private dispatcher?: { value: Dispatcher; until: number };
+
   constructor(
     private readonly kc: KubeConfig,
     private readonly observe: RequestObserver = () => {},
     private readonly timeoutMs = 30_000,
+    private readonly now: () => number = Date.now,
   ) {}
+
+  private pool(fresh: Dispatcher | undefined): Dispatcher | undefined {
+    const cur = this.dispatcher;
+    if (cur && cur.until > this.now()) {
+      if (fresh && fresh !== cur.value) void fresh.close().catch(() => {});
+      return cur.value;
+    }
+    if (!fresh) return undefined;
+    if (cur) void cur.value.close().catch(() => {});
+    this.dispatcher = { value: fresh, until: this.now() + DISPATCHER_LIFETIME_MS };
+    return fresh;
+  }
 
   async list(t: ResourceType, namespace?: string, labelSelector?: string): Promise<KubeList> {
     const items: KubeObject[] = [];
@@ -177,7 +200,7 @@ export class RestKubeApi implements KubeApi {
       res = await fetch(url, {
         method,
         headers,
-        dispatcher: ctx.getDispatcher(),
+        dispatcher: this.pool(ctx.getDispatcher()),
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.timeoutMs),
       });

@@ -4,7 +4,9 @@
  * - a key being processed is not handed to a second worker; if it is added meanwhile it is queued again
  *   when the worker calls done() (so no update is lost and no key is reconciled concurrently);
  * - addAfter keeps only the earliest pending time per key;
- * - addRateLimited delays by the rate limiter; forget clears the key's failure history.
+ * - addRateLimited delays by the rate limiter; forget clears the key's failure history;
+ * - addCoalesced debounces: the key is added once no further call came for `quietMs`, and at the latest
+ *   `maxMs` after the first call of the burst (a burst of changes costs one reconcile, not one each).
  * Bounded: the queue holds one entry per distinct key. Time comes from an injected Clock.
  */
 import type { Clock } from './clock.js';
@@ -34,6 +36,7 @@ export class WorkQueue {
   private readonly addedAt = new Map<string, number>();
   private readonly startedAt = new Map<string, number>();
   private readonly waiting = new Map<string, { at: number; handle: unknown }>();
+  private readonly coalescing = new Map<string, { first: number; handle: unknown }>();
   private readonly getters: Array<(key: string | undefined) => void> = [];
   private shuttingDown = false;
 
@@ -67,6 +70,20 @@ export class WorkQueue {
       this.add(key);
     }, ms);
     this.waiting.set(key, { at, handle });
+  }
+
+  addCoalesced(key: string, quietMs: number, maxMs: number): void {
+    if (this.shuttingDown) return;
+    const now = this.clock.now();
+    const pending = this.coalescing.get(key);
+    const first = pending?.first ?? now;
+    if (pending) this.clock.clearTimeout(pending.handle);
+    const delay = Math.max(0, Math.min(now + quietMs, first + maxMs) - now);
+    const handle = this.clock.setTimeout(() => {
+      this.coalescing.delete(key);
+      this.add(key);
+    }, delay);
+    this.coalescing.set(key, { first, handle });
   }
 
   addRateLimited(key: string): void {
@@ -121,8 +138,10 @@ export class WorkQueue {
 
   shutDown(): void {
     this.shuttingDown = true;
-    for (const { handle } of this.waiting.values()) this.clock.clearTimeout(handle);
+    for (const { handle } of [...this.waiting.values(), ...this.coalescing.values()])
+      this.clock.clearTimeout(handle);
     this.waiting.clear();
+    this.coalescing.clear();
     for (const g of this.getters.splice(0)) g(undefined);
   }
 

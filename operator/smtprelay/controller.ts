@@ -117,6 +117,7 @@ export class SmtpRelayReconciler {
     const reader = new SecretReader(ctx.stores.secrets, namespace, ctx.recent);
     const allDomains = ctx.stores.domains
       .list(namespace)
+      .filter((d) => (d as unknown as MailDomain).spec?.relayRef?.name === name)
       .map((d) => withDomainDefaults(d as unknown as MailDomain));
     const binding = bindDomains(namespace, name, allDomains);
     const m = await gatherMaterial(relay, reader, binding.bound, {

@@ -86,32 +86,79 @@ export async function issueServerCert(ca: Pem, dnsNames: string[], nowMs: number
 
 export type TlsVerdict = { ok: true } | { ok: false; reason: string };
 
-function parse(
-  pem: Pem | undefined,
-): { cert: forge.pki.Certificate; key: forge.pki.rsa.PrivateKey } | undefined {
-  if (!pem?.cert || !pem.key) return undefined;
-  try {
-    return {
-      cert: forge.pki.certificateFromPem(pem.cert),
-      key: forge.pki.privateKeyFromPem(pem.key),
-    };
-  } catch {
-    return undefined;
-  }
+/**
+ * Parsing and verifying in node-forge is pure JavaScript (an RSA key parse and a signature check take
+ * milliseconds on the event loop), and every reconcile of every relay looks at the same few PEMs: the
+ * results are kept per PEM text (bounded: cleared when full), so only new material costs anything.
+ */
+const MEMO_LIMIT = 4096;
+function memo<T>(cache: Map<string, T>, key: string, compute: () => T): T {
+  const hit = cache.get(key);
+  if (hit !== undefined) return hit;
+  const v = compute();
+  if (cache.size >= MEMO_LIMIT) cache.clear();
+  cache.set(key, v);
+  return v;
 }
 
-function keyMatches(cert: forge.pki.Certificate, key: forge.pki.rsa.PrivateKey): boolean {
-  const pub = cert.publicKey as forge.pki.rsa.PublicKey;
-  return pub.n.equals(key.n) && pub.e.equals(key.e);
+interface Parsed {
+  cert: forge.pki.Certificate;
+  notAfter: number;
+  keyMatches: boolean;
+}
+const parsedMemo = new Map<string, Parsed | null>();
+const certMemo = new Map<string, forge.pki.Certificate | null>();
+const verifyMemo = new Map<string, boolean>();
+
+function certificate(pem: string): forge.pki.Certificate | undefined {
+  return (
+    memo(certMemo, pem, () => {
+      try {
+        return forge.pki.certificateFromPem(pem);
+      } catch {
+        return null;
+      }
+    }) ?? undefined
+  );
+}
+
+function parse(pem: Pem | undefined): Parsed | undefined {
+  if (!pem?.cert || !pem.key) return undefined;
+  return (
+    memo(parsedMemo, `${pem.cert}\u0000${pem.key}`, () => {
+      try {
+        const cert = certificate(pem.cert);
+        if (!cert) return null;
+        const key = forge.pki.privateKeyFromPem(pem.key);
+        const pub = cert.publicKey as forge.pki.rsa.PublicKey;
+        return {
+          cert,
+          notAfter: cert.validity.notAfter.getTime(),
+          keyMatches: pub.n.equals(key.n) && pub.e.equals(key.e),
+        };
+      } catch {
+        return null;
+      }
+    }) ?? undefined
+  );
+}
+
+function signedBy(caPem: string, certPem: string, cert: forge.pki.Certificate): boolean {
+  return memo(verifyMemo, `${caPem}\u0000${certPem}`, () => {
+    try {
+      return certificate(caPem)?.verify(cert) ?? false;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Whether the stored CA can be kept. */
 export function evaluateCa(ca: Pem | undefined, nowMs: number): TlsVerdict {
   const p = parse(ca);
   if (!p) return { ok: false, reason: 'no CA yet' };
-  if (!keyMatches(p.cert, p.key)) return { ok: false, reason: 'CA key does not match its certificate' };
-  if (p.cert.validity.notAfter.getTime() - nowMs < CA_RENEW_BEFORE)
-    return { ok: false, reason: 'CA expires soon' };
+  if (!p.keyMatches) return { ok: false, reason: 'CA key does not match its certificate' };
+  if (p.notAfter - nowMs < CA_RENEW_BEFORE) return { ok: false, reason: 'CA expires soon' };
   return { ok: true };
 }
 
@@ -124,26 +171,19 @@ export function evaluateServerCert(
 ): TlsVerdict {
   const p = parse(cert);
   if (!p) return { ok: false, reason: 'no certificate yet' };
-  if (!keyMatches(p.cert, p.key)) return { ok: false, reason: 'key does not match the certificate' };
-  const caCert = forge.pki.certificateFromPem(ca.cert);
-  let signed: boolean;
-  try {
-    signed = caCert.verify(p.cert);
-  } catch {
-    signed = false;
-  }
-  if (!signed) return { ok: false, reason: 'certificate is not signed by the current CA' };
+  if (!p.keyMatches) return { ok: false, reason: 'key does not match the certificate' };
+  if (!signedBy(ca.cert, cert!.cert, p.cert))
+    return { ok: false, reason: 'certificate is not signed by the current CA' };
   const san: { altNames?: Array<{ value: string }> } | undefined = p.cert.getExtension('subjectAltName');
   const have = (san?.altNames ?? []).map((a) => a.value).sort();
   if (JSON.stringify(have) !== JSON.stringify([...dnsNames].sort()))
     return { ok: false, reason: 'DNS names changed' };
-  if (p.cert.validity.notAfter.getTime() - nowMs < CERT_RENEW_BEFORE)
-    return { ok: false, reason: 'certificate expires soon' };
+  if (p.notAfter - nowMs < CERT_RENEW_BEFORE) return { ok: false, reason: 'certificate expires soon' };
   return { ok: true };
 }
 
 /** When the server certificate must next be looked at (its renewal time), for requeueing. */
 export function renewalDueAt(cert: Pem): number | undefined {
   const p = parse(cert);
-  return p ? p.cert.validity.notAfter.getTime() - CERT_RENEW_BEFORE : undefined;
+  return p ? p.notAfter - CERT_RENEW_BEFORE : undefined;
 }

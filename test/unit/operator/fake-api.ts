@@ -117,7 +117,7 @@ export class FakeApi implements KubeApi {
     };
     if (patch.metadata && 'finalizers' in patch.metadata)
       md.finalizers = patch.metadata.finalizers ?? undefined;
-    return Promise.resolve(this.put({ ...live, metadata: md }));
+    return Promise.resolve(this.put({ ...live, ...patch, metadata: md }));
   }
   delete(t: ResourceType, namespace: string, name: string) {
     this.writes.push(`delete ${t.kind} ${name}`);

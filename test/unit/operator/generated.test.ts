@@ -87,6 +87,8 @@ describe('generated material with a cache that lags behind the writes', () => {
     ]);
     expect(events.filter((r) => r === 'DKIMKeyGenerated')).toHaveLength(1);
     // The record published in status is the stored key's.
+    await domains.dnsChecker.idle();
+    await domains.reconcile('apps/example');
     const st = (api.find('MailDomain', 'apps', 'example') as any).status;
     expect(st.dnsRecords[0].value).toMatch(/^v=DKIM1; k=ed25519; p=/);
   }, 30_000);
