@@ -1,13 +1,19 @@
 #!/usr/bin/env node
 /**
  * mailfleet-operator: the entry point. Reads flags (and the in-cluster namespace file) once, builds the
- * logger, starts the manager, and stops it on SIGTERM/SIGINT. Exits 1 when leadership is lost, as
- * controller-runtime does, so the Deployment restarts it as a standby.
+ * logger, starts the manager, and stops it on SIGTERM/SIGINT. Losing leadership (an API server that is
+ * gone longer than the renew deadline) does not end the process: it stops reconciling and campaigns again.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { startManager } from './manager.js';
 import { USAGE, parseFlags } from './flags.js';
 import { errorMessage, makeLogger } from './runtime/logger.js';
+
+// Key generation (node:crypto's async generateKeyPair, scrypt) runs on libuv's thread pool, off the event
+// loop; 4 threads by default. One more than the cores keeps every core busy in a burst of new domains while
+// a thread stays free. Read when the pool first starts, which is after this line.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 1));
 
 const NS_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
 

@@ -8,7 +8,6 @@ import type { Store } from './runtime/informer.js';
 import type { KubeApi, KubeObject } from './runtime/kube.js';
 import type { Logger } from './runtime/logger.js';
 import { withAppliedHash, needsApply } from './runtime/diff.js';
-import { secretData, type SecretData } from './generated.js';
 
 export interface Stores {
   relays: Store;
@@ -133,6 +132,15 @@ export async function applyIfChanged(
   ctx.log.debug({ kind: desired.kind, name, namespace: ns }, 'applying');
   ctx.recent.remember(await ctx.api.apply(d), cached);
   return true;
+}
+
+export type SecretData = Record<string, Buffer>;
+
+/** A Secret's data, decoded. */
+export function secretData(s: KubeObject | undefined): SecretData | undefined {
+  if (!s) return undefined;
+  const data = (s.data ?? {}) as Record<string, string>;
+  return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
 }
 
 /** Reads Secrets from the cache and remembers which were read (for the ReferenceIndex). */

@@ -21,7 +21,8 @@ export const USAGE = `Usage: mailfleet-operator [flags]
   --drain-poll-interval DURATION     how often a drain in progress is polled (default: 5s)
   --drain-networks a,b               CIDRs of pod IPs the operator may connect to for drains (default: any)
   --drain-peer-address dns|ip        how a draining pod addresses its peers (default: dns, the headless Service name)
-  --workers N                        concurrent reconciles per controller (default: 2)
+  --workers N                        concurrent reconciles per controller (default: 2; MailDomains get at
+                                     least one per core: their first reconcile waits for key generation)
   --help
 `;
 

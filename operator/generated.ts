@@ -9,12 +9,10 @@
  * API server's own copy lacks it, and a write never lands on a version the operator did not look at.
  * Renewal (a certificate due for renewal) is the same path: `needs` judges the live copy, not the cache.
  */
-import type { OperatorContext, SecretReader } from './context.js';
+import { secretData, type OperatorContext, type SecretData, type SecretReader } from './context.js';
 import { withAppliedHash } from './runtime/diff.js';
 import { isConflict, type KubeObject } from './runtime/kube.js';
 import { Kinds } from './runtime/resources.js';
-
-export type SecretData = Record<string, Buffer>;
 
 export interface GeneratedSecret {
   name: string;
@@ -26,12 +24,6 @@ export interface GeneratedSecret {
 
 /** Generates material: given a Secret's description, returns its contents as stored. */
 export type Generate = (g: GeneratedSecret) => Promise<{ data: SecretData; generated: boolean }>;
-
-export function secretData(s: KubeObject | undefined): SecretData | undefined {
-  if (!s) return undefined;
-  const data = (s.data ?? {}) as Record<string, string>;
-  return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
-}
 
 const ATTEMPTS = 3;
 

@@ -15,7 +15,7 @@
  * Every object is also re-queued every --sync-period (resync).
  */
 import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import type { Server } from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseNetworks } from '../relay/policy/network.js';
@@ -79,7 +79,7 @@ export interface ManagerDeps {
 export interface RunningManager {
   metricsPort?: number;
   probePort?: number;
-  /** Resolves with an exit code when the manager stops by itself (lost leadership). */
+  /** Resolves with an exit code if the manager stops by itself (it does not on lost leadership: it campaigns again). */
   done: Promise<number>;
   stop(): Promise<void>;
 }
@@ -89,7 +89,7 @@ export interface RunningManager {
  * at the latest this long after the first change of the burst.
  */
 const COALESCE_QUIET_MS = 2000;
-const COALESCE_MAX_MS = 30_000;
+const COALESCE_MAX_MS = 20_000;
 
 /** What of a MailDomain the controllers react to (not its status). */
 interface DomainFacts {
@@ -143,6 +143,7 @@ class Manager {
   private readonly domainFacts = new Map<string, DomainFacts>();
   private readonly relayServed = new Map<string, string>();
   private timers: unknown[] = [];
+  private leading = false;
   private readonly dnsChecker: DnsChecker;
   private leader?: LeaderElector;
   private servers: Server[] = [];
@@ -229,7 +230,9 @@ class Manager {
       clock,
       this.metrics,
       log,
-      cfg.workers,
+      // A new domain's reconcile waits for its key (generated on the thread pool): one per core keeps
+      // every core generating during a burst.
+      Math.max(cfg.workers, availableParallelism()),
     );
     this.wire(relays, domains, pods, owned);
   }
@@ -345,9 +348,7 @@ class Manager {
         this.log,
         {
           onStartedLeading: () => this.startControllers(),
-          onStoppedLeading: () => {
-            void this.stop().then(() => this.resolveDone(1));
-          },
+          onStoppedLeading: () => void this.stopControllers(),
           onStatus: (leading) =>
             this.metrics.leader.set({ name: this.cfg.leaderElectionId }, leading ? 1 : 0),
         },
@@ -358,14 +359,24 @@ class Manager {
     return { metricsPort: m?.port, probePort: p?.port };
   }
 
+  /** Leadership lost: stop acting until it is won back (informers keep the caches warm meanwhile). */
+  private async stopControllers() {
+    this.leading = false;
+    for (const t of this.timers) this.clock.clearTimeout(t);
+    this.timers = [];
+    await Promise.all([this.relayController.stop(), this.domainController.stop()]);
+    this.log.info('controllers stopped until leadership is won back');
+  }
+
   private startControllers() {
     if (this.stopped) return;
+    this.leading = true;
     this.relayController.start();
     this.domainController.start();
     this.enqueueAll();
     const every = (ms: number, fn: () => void) => {
       const tick = () => {
-        if (this.stopped) return;
+        if (this.stopped || !this.leading) return;
         fn();
         this.timers.push(this.clock.setTimeout(tick, ms));
       };

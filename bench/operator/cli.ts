@@ -3,7 +3,8 @@
  * the tables and rewrites the operator section of bench/RESULTS.md.
  *
  *   --relays N            SmtpRelays per scenario (100)
- *   --domains LIST        MailDomains per scenario, one scenario each (10,100,1000,2000)
+ *   --domains LIST        MailDomains per scenario, one scenario each (10,100,1000,2000); N:ed25519-sha256
+ *                         gives one scenario that DKIM algorithm
  *   --steady-seconds N    steady-state window after convergence (300)
  *   --results FILE        Markdown to update (bench/RESULTS.md); --no-results to leave it alone
  *   --keep-logs           keep each cluster's logs (audit log included) in the work directory
@@ -46,12 +47,15 @@ async function main(): Promise<number> {
   const started = Date.now();
   const say = (line: string) =>
     console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${line}`);
-  const scenarios = values.domains.split(',').map((d) => ({
-    relays: Number(values.relays),
-    domains: Number(d),
-    steadyMs: Number(values['steady-seconds']) * 1000,
-    dkimAlgorithm: values['dkim-algorithm'] as Scenario['dkimAlgorithm'],
-  }));
+  const scenarios = values.domains.split(',').map((d) => {
+    const [n, alg] = d.split(':');
+    return {
+      relays: Number(values.relays),
+      domains: Number(n),
+      steadyMs: Number(values['steady-seconds']) * 1000,
+      dkimAlgorithm: (alg ?? values['dkim-algorithm']) as Scenario['dkimAlgorithm'],
+    };
+  });
   const loadStart = os.loadavg();
   const results = await runOperatorBench({
     repoRoot: root,

@@ -20,7 +20,8 @@ export interface ReconcileResult {
 export type ReconcileFn = (key: string) => Promise<ReconcileResult | void>;
 
 export class Controller {
-  readonly queue: WorkQueue;
+  /** Replaced by start() after a stop(): a controller stops when leadership is lost and starts again. */
+  queue: WorkQueue;
   private workers: Promise<void>[] = [];
 
   constructor(
@@ -31,10 +32,19 @@ export class Controller {
     private readonly log: Logger,
     private readonly concurrency = 2,
   ) {
-    this.queue = new WorkQueue(clock, defaultControllerRateLimiter(clock), metrics.queue(name));
-    metrics.watchQueue(name, this.queue);
+    this.queue = this.newQueue();
     metrics.maxConcurrent.set({ controller: name }, concurrency);
     metrics.activeWorkers.set({ controller: name }, 0);
+  }
+
+  private newQueue(): WorkQueue {
+    const q = new WorkQueue(
+      this.clock,
+      defaultControllerRateLimiter(this.clock),
+      this.metrics.queue(this.name),
+    );
+    this.metrics.watchQueue(this.name, q);
+    return q;
   }
 
   enqueue(key: string): void {
@@ -42,25 +52,29 @@ export class Controller {
   }
 
   start(): void {
+    if (this.queue.isShuttingDown()) this.queue = this.newQueue();
     for (let i = 0; i < this.concurrency; i++) this.workers.push(this.worker());
   }
 
+  /** Stops handing out work and waits for the reconciles in progress. */
   async stop(): Promise<void> {
     this.queue.shutDown();
     await Promise.all(this.workers);
+    this.workers = [];
   }
 
   private async worker(): Promise<void> {
-    // Ends when the queue shuts down (get() resolves undefined).
+    // Ends when its queue shuts down (get() resolves undefined).
+    const queue = this.queue;
     for (;;) {
-      const key = await this.queue.get();
+      const key = await queue.get();
       if (key === undefined) return;
-      await this.processOne(key);
+      await this.processOne(key, queue);
     }
   }
 
   /** Runs one reconcile and requeues per its result. Exposed for tests. */
-  async processOne(key: string): Promise<void> {
+  async processOne(key: string, queue = this.queue): Promise<void> {
     const labels = { controller: this.name };
     this.metrics.activeWorkers.inc(labels);
     const start = this.clock.now();
@@ -68,27 +82,27 @@ export class Controller {
       const res = (await this.reconcile(key)) ?? {};
       if (res.retry) {
         this.metrics.reconcileTotal.inc({ ...labels, result: 'requeue' });
-        this.queue.addRateLimited(key);
+        queue.addRateLimited(key);
       } else if (res.requeueAfterMs !== undefined) {
         this.metrics.reconcileTotal.inc({ ...labels, result: 'requeue_after' });
-        this.queue.forget(key);
-        this.queue.addAfter(key, res.requeueAfterMs);
+        queue.forget(key);
+        queue.addAfter(key, res.requeueAfterMs);
       } else {
         this.metrics.reconcileTotal.inc({ ...labels, result: 'success' });
-        this.queue.forget(key);
+        queue.forget(key);
       }
     } catch (e) {
       this.metrics.reconcileTotal.inc({ ...labels, result: 'error' });
       this.metrics.reconcileErrors.inc(labels);
       this.log.error(
-        { controller: this.name, key, err: errorMessage(e), retries: this.queue.numRequeues(key) },
+        { controller: this.name, key, err: errorMessage(e), retries: queue.numRequeues(key) },
         'reconcile failed; will retry with backoff',
       );
-      this.queue.addRateLimited(key);
+      queue.addRateLimited(key);
     } finally {
       this.metrics.reconcileTime.observe(labels, (this.clock.now() - start) / 1000);
       this.metrics.activeWorkers.dec(labels);
-      this.queue.done(key);
+      queue.done(key);
     }
   }
 }

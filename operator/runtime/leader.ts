@@ -3,8 +3,9 @@
  * - every retry period a candidate reads the Lease; it takes it when it is free, already its own, or
  *   expired — expiry judged by the candidate's own clock from when it last *saw the record change*, so
  *   clock skew between replicas does not matter;
- * - a leader that cannot renew within the renew deadline stops leading (the manager then exits, as
- *   controller-runtime does, so a stale leader never acts);
+ * - a leader that cannot renew within the renew deadline stops leading (the manager stops its
+ *   controllers at once, so a stale leader never acts) and goes on campaigning: when the API server comes
+ *   back it leads again, or stands by for the replica that took over, without a restart;
  * - on shutdown the leader releases the Lease so a standby takes over at once.
  * Writes use resourceVersion preconditions, so two candidates never both win.
  */
@@ -162,7 +163,6 @@ export class LeaderElector {
       );
       this.callbacks.onStatus?.(false);
       this.callbacks.onStoppedLeading();
-      return;
     }
     this.timer = this.clock.setTimeout(() => void this.tick(), this.cfg.retryPeriodMs);
   }

@@ -5,9 +5,10 @@
  * Decisions (`evaluateTls`) are pure over parsed certificates and the clock; key generation is the only
  * side effect (`issue*`). The CA lives 10 years and is replaced when less than a year is left; the server
  * certificate lives 90 days and is renewed when less than 30 days are left, or when its names, CA or key no
- * longer match. RSA 2048 keys come from node:crypto; node-forge (pure JS) builds and signs the X.509.
+ * longer match. RSA 2048 keys come from node:crypto (on the thread pool); node-forge (pure JS) builds the
+ * X.509 and node:crypto signs it: forge's own RSA signature held the event loop ~100 ms a certificate.
  */
-import { generateKeyPair, randomBytes } from 'node:crypto';
+import { constants, generateKeyPair, privateEncrypt, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
 
@@ -31,6 +32,20 @@ async function rsaKeyPem(): Promise<string> {
     privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
   });
   return privateKey;
+}
+
+/** DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017 §9.2, note 1). */
+const SHA256_DIGEST_INFO = Buffer.from('3031300d060960864801650304020105000420', 'hex');
+
+/** A signer with forge's key interface (sign(md) → binary string) that signs natively (RSASSA-PKCS1-v1_5). */
+function nativeSigner(keyPem: string): forge.pki.rsa.PrivateKey {
+  return {
+    sign(md: forge.md.MessageDigest) {
+      const digest = Buffer.from(md.digest().getBytes(), 'binary');
+      const info = Buffer.concat([SHA256_DIGEST_INFO, digest]);
+      return privateEncrypt({ key: keyPem, padding: constants.RSA_PKCS1_PADDING }, info).toString('binary');
+    },
+  } as unknown as forge.pki.rsa.PrivateKey;
 }
 
 function serial(): string {
@@ -58,7 +73,7 @@ export async function issueCa(commonName: string, nowMs: number): Promise<Pem> {
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
     { name: 'subjectKeyIdentifier' },
   ]);
-  cert.sign(key, forge.md.sha256.create());
+  cert.sign(nativeSigner(keyPem), forge.md.sha256.create());
   return { cert: forge.pki.certificateToPem(cert), key: keyPem };
 }
 
@@ -66,7 +81,6 @@ export async function issueServerCert(ca: Pem, dnsNames: string[], nowMs: number
   const keyPem = await rsaKeyPem();
   const key = forge.pki.privateKeyFromPem(keyPem);
   const caCert = forge.pki.certificateFromPem(ca.cert);
-  const caKey = forge.pki.privateKeyFromPem(ca.key);
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
   cert.serialNumber = serial();
@@ -80,7 +94,7 @@ export async function issueServerCert(ca: Pem, dnsNames: string[], nowMs: number
     { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
     { name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) },
   ]);
-  cert.sign(caKey, forge.md.sha256.create());
+  cert.sign(nativeSigner(ca.key), forge.md.sha256.create());
   return { cert: forge.pki.certificateToPem(cert), key: keyPem };
 }
 

@@ -981,3 +981,43 @@ export function pruneDirs(dir: string, keep: number): void {
     .sort((a, b) => b.t - a.t);
   for (const d of subdirs.slice(keep)) fs.rmSync(d.p, { recursive: true, force: true });
 }
+
+/**
+ * Restarts kube-apiserver with the command line it runs with, for outage tests: stops it (SIGTERM, then
+ * SIGKILL after 10 s), runs `during` with etcd's client URL while it is down (e.g. to compact etcd so every
+ * watch resumes with 410 Gone), starts it again and resolves once /readyz answers. The new process is
+ * recorded in the cluster's state, so stopCluster stops it.
+ */
+export async function restartApiserver(
+  stateDir: string,
+  opts: { during?: (etcdUrl: string) => Promise<void>; timeoutMs?: number } = {},
+): Promise<void> {
+  const info = readClusterInfo(stateDir);
+  const p = info.processes.find((x) => x.name === 'kube-apiserver');
+  if (!p || !isOurProcess(p.pid, info.stateDir))
+    throw new Error('mailfleet cluster: kube-apiserver is not running');
+  const argv = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  const start = argv.findIndex((a) => a.endsWith('/kube-apiserver'));
+  const [cmd, ...args] = argv.slice(start);
+  const etcdUrl = args.find((a) => a.startsWith('--etcd-servers='))!.slice('--etcd-servers='.length);
+  await stopProcess(p, info.stateDir);
+  await opts.during?.(etcdUrl);
+  const fd = fs.openSync(p.log, 'a');
+  const env = { ...process.env };
+  delete env.KUBECONFIG;
+  const child = spawn(cmd!, args, { stdio: ['ignore', fd, fd], env, detached: true });
+  fs.closeSync(fd);
+  child.unref();
+  if (child.pid === undefined) throw new Error('mailfleet cluster: could not restart kube-apiserver');
+  p.pid = child.pid;
+  writeClusterInfo(info);
+  await waitFor(
+    'kube-apiserver /readyz after its restart',
+    async () => {
+      if (child.exitCode !== null)
+        throw new FatalWaitError(`kube-apiserver exited (${child.exitCode}); ${p.log}`);
+      return (await kubectlAdmin(info, ['get', '--raw', '/readyz']).catch(() => '')).trim() === 'ok';
+    },
+    { timeoutMs: opts.timeoutMs ?? 120_000 },
+  );
+}

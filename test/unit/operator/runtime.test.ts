@@ -91,6 +91,36 @@ describe('LeaderElector', () => {
     expect(lease.spec).toMatchObject({ holderIdentity: 'b', leaseTransitions: 1 });
   });
 
+  it('a leader cut off from the API server stops leading, and leads again once it is back', async () => {
+    const api = new FakeApi();
+    const clock = new FakeClock();
+    const calls: string[] = [];
+    const a = new LeaderElector(api, { ...cfg, identity: 'a' }, clock, silentLogger, {
+      onStartedLeading: () => calls.push('started'),
+      onStoppedLeading: () => calls.push('stopped'),
+    });
+    const settle = async () => {
+      for (let i = 0; i < 50; i++) await Promise.resolve();
+    };
+    a.start();
+    await settle();
+    expect(calls).toEqual(['started']);
+    const get = api.get.bind(api);
+    api.get = () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6443'));
+    for (let t = 0; t < 12_000; t += 2000) {
+      clock.advance(2000);
+      await settle();
+    }
+    expect(calls).toEqual(['started', 'stopped']);
+    expect(a.isLeader()).toBe(false);
+    api.get = get;
+    clock.advance(2000);
+    await settle();
+    expect(calls).toEqual(['started', 'stopped', 'started']);
+    expect(a.isLeader()).toBe(true);
+    await a.stop();
+  });
+
   it('releases the lease on stop so a standby takes over at once', async () => {
     const api = new FakeApi();
     const clock = new FakeClock();
