@@ -379,6 +379,16 @@ test('5. with the MX deferring, queued mail survives a killed container and a de
     const q = await queue(`${RELAY}-1`);
     return ids.every((id) => q.some((x) => x.id === id && x.state === 'deferred'));
   });
+  // As an operator on call reads it: each message with the MX's answer.
+  const listing = await relayCli(`${RELAY}-1`, ['queue', 'list']);
+  const blocks = listing.split('\n\n');
+  for (const [i, id] of ids.entries()) {
+    const block =
+      blocks.find((b) => b.split('\n').some((l) => l.startsWith(id))) ??
+      `(no entry for ${id} in:\n${listing})`;
+    expect(block).toContain(targets[i]);
+    expect(block).toContain('(451 4.3.0 try again later)');
+  }
   // The pod's metrics, scraped over the pod network, agree with the queue tools.
   expect(
     sumSamples(await metricsOf(`${RELAY}-1`), 'mailfleet_relay_spool_messages', { state: 'deferred' }),
