@@ -21,6 +21,7 @@ export const MessageRejectReasons = [
   'spool_error',
   'draining',
   'bad_protocol',
+  'bad_content',
 ] as const;
 /** Why a recipient was refused at RCPT TO. */
 export const RecipientRejectReasons = [
@@ -30,6 +31,7 @@ export const RecipientRejectReasons = [
   'null_mx',
   'no_mail_host',
   'dns_tempfail',
+  'bad_protocol',
 ] as const;
 export const AuthResults = ['success', 'failure', 'throttled', 'locked_out', 'not_allowed'] as const;
 export const DeliveryResults = ['delivered', 'deferred', 'bounced'] as const;
