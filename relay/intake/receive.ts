@@ -12,6 +12,8 @@
  *   settles, so the SMTP reply always follows the client's final ".".
  * - A client that goes away mid-DATA fails the body stream (ClientGoneError), so the spool never
  *   commits a truncated message.
+ * - A failure of the body stream always reaches the consumer through its iteration, never as an
+ *   uncaught 'error' event, however early it happens.
  * - Content: a bare CR (a CR not followed by LF) or a NUL anywhere, header section or body, refuses the
  *   whole message the same way (BareCrError / NulError at the end, 554 5.6.0 after the final "."),
  *   and nothing of it is handed on. The next hop's SMTP client turns a bare CR into CRLF, which would
@@ -172,6 +174,10 @@ export async function receiveMessage<R>(
   };
   source.once('error', () => gone(new ClientGoneError()));
   source.once('close', () => gone());
+  // The consumer learns of a failure through its iteration, also when the transform failed before it
+  // began reading (the spool opens its file first): without a listener that error was uncaught and
+  // took the process down (found by test/integration/fuzz.test.ts).
+  transform.on('error', () => undefined);
   source.pipe(transform);
   try {
     return await accept(transform);

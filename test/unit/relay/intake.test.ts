@@ -174,6 +174,21 @@ describe('DATA intake stream', () => {
       );
     });
 
+    test('refused before the spool starts reading (it opens its file first): an error for the spool, no crash', async () => {
+      for (const [msg, kind] of [
+        ['X-A: a\rX-B: b\r\n\r\nbody\r\n', BareCrError],
+        ['Subject: s\r\n\r\n' + 'z'.repeat(2000), MessageTooBigError],
+      ] as const) {
+        const src = new PassThrough();
+        src.end(Buffer.from(msg, 'latin1'));
+        const late = async (body: AsyncIterable<Buffer>) => {
+          await new Promise((r) => setTimeout(r, 20)); // fs.open of the queue file
+          return collect(body);
+        };
+        await expect(receiveMessage(src, transform(1024), late)).rejects.toBeInstanceOf(kind);
+      }
+    });
+
     test('over the size limit as well: the size decides, as before', async () => {
       const src = source(['Subject: x\r\n\r\n\u0000', 'a'.repeat(2000)]);
       await expect(receiveMessage(src, transform(1024), collect)).rejects.toBeInstanceOf(MessageTooBigError);
