@@ -60,6 +60,8 @@ export interface IntakeOptions {
   maxHeaderBytes?: number;
   /** Header lines to prepend, given the lower-case names of the fields the message has. */
   prelude: (fields: ReadonlySet<string>) => string;
+  /** Refuse bare CR and NUL (default true); false for a peer relay's hand-off, already accepted once. */
+  checkContent?: boolean;
 }
 
 /** Counts, limits and prepends. Never errors before its input ends (see the module header). */
@@ -88,7 +90,8 @@ export class IntakeTransform extends Transform {
       this.release();
     }
     if (this.tooBig || this.headerTooBig) return cb();
-    if (!this.badContent) this.badContent = this.checkContent(chunk, start);
+    if (!this.badContent && this.opts.checkContent !== false)
+      this.badContent = this.checkContent(chunk, start);
     if (this.badContent) {
       this.release();
       return cb();

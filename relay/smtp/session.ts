@@ -22,8 +22,9 @@
  * - Config is read per command from `deps.runtime()`, so a reload applies to the next command of every
  *   open session and drops none.
  * - A session AUTHenticated as the handoff identity (a peer relay draining its queue) keeps its envelope:
- *   no sender, recipient-domain, recipient-count or rate checks, no Date/Message-ID fix-ups; the size
- *   limit and the Received header still apply.
+ *   no sender, recipient-domain, recipient-count or rate checks, no bare CR/NUL refusal (the message
+ *   was accepted once already; refusing it now could only strand it in a draining pod), no
+ *   Date/Message-ID fix-ups; the size limit and the Received header still apply.
  * - Logs carry the username but never a password; metric labels are bounded sets only.
  */
 import type net from 'node:net';
@@ -386,6 +387,7 @@ export class SessionHandlers {
     );
     const transform = new IntakeTransform({
       maxMessageBytes: rt.config.limits.maxMessageBytes,
+      checkContent: !txn.handoff,
       prelude: (fields) =>
         prelude({ received, fields, fixups: !txn.handoff, hostname: rt.config.hostname, now: receivedAt }),
     });

@@ -167,6 +167,12 @@ describe('DATA intake stream', () => {
         );
     });
 
+    test('a hand-off from a peer relay (checkContent false) keeps its bytes as they are', async () => {
+      const msg = 'X-A: a\rX-B: b\r\n\r\nbo\u0000dy\r\n';
+      const t = new IntakeTransform({ maxMessageBytes: 1024, prelude: () => PRELUDE, checkContent: false });
+      expect(await receiveMessage(source([msg]), t, collect)).toBe(PRELUDE + msg);
+    });
+
     test('8-bit bytes are content, not a reason to refuse', async () => {
       const msg = 'Subject: caf\u00e9\r\n\r\n\u00ff\u00fe\u0080\r\n';
       expect(await receiveMessage(source([msg]), transform(), collect)).toBe(
