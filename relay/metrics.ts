@@ -33,6 +33,16 @@ export const RecipientRejectReasons = [
   'dns_tempfail',
   'bad_protocol',
 ] as const;
+/** Why a connection was refused before (or instead of) its SMTP session. */
+export const ConnectionRefusedReasons = [
+  'shutting_down',
+  'max_connections',
+  'client_not_allowed',
+  'client_connections',
+  'client_connection_rate',
+  'proxy_header_invalid',
+  'proxy_header_untrusted',
+] as const;
 export const AuthResults = ['success', 'failure', 'throttled', 'locked_out', 'not_allowed'] as const;
 export const DeliveryResults = ['delivered', 'deferred', 'bounced'] as const;
 export const SpoolStates = ['ready', 'deferred', 'active', 'corrupt'] as const;
@@ -42,6 +52,7 @@ export const ConfigReloadResults = ['success', 'failure'] as const;
 
 export type MessageRejectReason = (typeof MessageRejectReasons)[number];
 export type RecipientRejectReason = (typeof RecipientRejectReasons)[number];
+export type ConnectionRefusedReason = (typeof ConnectionRefusedReasons)[number];
 export type AuthResult = (typeof AuthResults)[number];
 export type DeliveryResult = (typeof DeliveryResults)[number];
 export type SpoolState = (typeof SpoolStates)[number];
@@ -58,6 +69,18 @@ export class RelayMetrics {
     name: 'mailfleet_relay_connections_total',
     help: 'SMTP connections, by listener and whether they were accepted or refused at connect.',
     labelNames: ['listener', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly connectionsRefused = new Counter({
+    name: 'mailfleet_relay_connections_refused_total',
+    help: 'SMTP connections refused, by listener and reason (each refusal once; connections_total counts it as refused too).',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly proxyHeaders = new Counter({
+    name: 'mailfleet_relay_proxy_headers_total',
+    help: 'PROXY protocol headers accepted from trusted proxies, by listener and protocol version (1, 2).',
+    labelNames: ['listener', 'version'] as const,
     registers: [this.registry],
   });
   readonly sessionsInFlight = new Gauge({

@@ -14,7 +14,7 @@
  *   RCPT  none
  *
  * DSN (RFC 3461: RET, ENVID, NOTIFY, ORCPT) is not offered, so its parameters are refused like any
- * other (docs/adr/0007-relay-client-input.md says why). Names are case-insensitive; the
+ * other (docs/adr/0009-relay-client-input.md says why). Names are case-insensitive; the
  * library has already upper-cased them and refused duplicates and valueless SIZE/BODY (501 5.5.4).
  */
 import { Replies, withDetail, type Reply } from './replies.js';

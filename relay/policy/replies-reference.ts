@@ -19,6 +19,14 @@ export interface ReplyDoc {
 
 /** In the order the checks are made. */
 export const REPLY_DOCS: Record<ReplyName, ReplyDoc> = {
+  proxyHeaderInvalid: {
+    step: 'connect',
+    when: 'from a trusted proxy of the listener (`proxyProtocol.trustedProxies`): no valid PROXY header within 5 s, or one cut short by a FIN (the connection is closed; see [PROXY protocol](#proxy-protocol))',
+  },
+  proxyHeaderUntrusted: {
+    step: 'connect',
+    when: 'a PROXY header from an address that is not a trusted proxy of the listener, on any listener (the connection is closed)',
+  },
   shuttingDown: {
     step: 'connect, MAIL',
     when: 'the relay is shutting down or draining (idle sessions get it at once, then the connection closes)',
@@ -28,8 +36,19 @@ export const REPLY_DOCS: Record<ReplyName, ReplyDoc> = {
     when: '`limits.maxConnections` connections are open (all listeners together)',
   },
   clientNotAllowed: { step: 'connect', when: 'relay listener: the client is outside `allowedNetworks`' },
+  clientTooManyConnections: {
+    step: 'connect',
+    when: '`limits.maxConnectionsPerClient` connections are open from this client address (all listeners together), unless it is in `limits.exemptNetworks` (see [Per-client limits](#per-client-limits))',
+  },
+  clientConnectionRate: {
+    step: 'connect',
+    when: 'more than `limits.connectionsPerMinutePerClient` new connections in a minute from this client address, unless it is in `limits.exemptNetworks`',
+  },
   authTlsRequired: { step: 'AUTH', when: 'submission: the session is not encrypted yet' },
-  authLockedOut: { step: 'AUTH', when: 'the client address is locked out after repeated failures' },
+  authLockedOut: {
+    step: 'AUTH',
+    when: 'the client address is locked out after repeated failures, also when the lockout began while this attempt was checked (the right password does not lift it)',
+  },
   authFailed: { step: 'AUTH', when: 'user and password do not match the users file' },
   authRequired: { step: 'MAIL', when: 'submission/smtps: the session is not authenticated' },
   relayDenied: {
@@ -57,7 +76,10 @@ export const REPLY_DOCS: Record<ReplyName, ReplyDoc> = {
     step: 'MAIL',
     when: 'the user is not in the domain’s `allowedUsers` (nor is `"*"`), or the address matches no `allowedSenders` pattern',
   },
-  rateLimited: { step: 'MAIL', when: 'messages per minute of this client address or of this user exceeded' },
+  rateLimited: {
+    step: 'MAIL',
+    when: 'messages per minute of this client address (unless it is in `limits.exemptNetworks`) or of this user exceeded',
+  },
   needMail: { step: 'RCPT', when: 'no MAIL transaction is open' },
   recipientSyntax: {
     step: 'RCPT',

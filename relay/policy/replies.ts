@@ -57,7 +57,15 @@ export const Replies = {
   // Connection
   clientNotAllowed: reply(554, '5.7.1', 'Access denied: this listener accepts only configured networks'),
   tooManyConnections: reply(421, '4.3.2', 'Too many connections, try again later'),
+  clientTooManyConnections: reply(421, '4.7.0', 'Too many connections from your address, try again later'),
+  clientConnectionRate: reply(
+    421,
+    '4.7.0',
+    'Connection rate limit exceeded for your address, try again later',
+  ),
   shuttingDown: reply(421, '4.3.2', 'Service shutting down, try again later'),
+  proxyHeaderInvalid: reply(421, '4.7.0', 'PROXY protocol header missing or invalid'),
+  proxyHeaderUntrusted: reply(554, '5.7.1', 'PROXY protocol header not accepted from this address'),
 
   // AUTH
   authTlsRequired: reply(530, '5.7.0', 'Must issue a STARTTLS command first'),

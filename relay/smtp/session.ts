@@ -4,7 +4,10 @@
  * are made by the policy modules.
  *
  *   connect   → shutting down? (421) · too many connections? (421) · relay listener: client network (554)
- *   AUTH      → locked-out client address? (454) · verify (535, with a growing delay after repeated failures)
+ *               · per-client connections and connection rate, unless exempt (421 4.7.0)
+ *   AUTH      → throttle admits the check (454 when locked out; waits while checks in flight use up the
+ *               allowance) · verify (535, with a growing delay after repeated failures; 454 if a lockout
+ *               began meanwhile)
  *   MAIL FROM → (not UTF-8: 501, connection.ts) · shutting down? (421) · parameters (555)
  *               · sender policy (530/501/553/550) · rate limits (450)
  *   RCPT TO   → (not UTF-8: 501, connection.ts) · parameters (555) · syntax (501/553) · count (452)
@@ -25,6 +28,9 @@
  *   no sender, recipient-domain, recipient-count or rate checks, no bare CR/NUL refusal (the message
  *   was accepted once already; refusing it now could only strand it in a draining pod), no
  *   Date/Message-ID fix-ups; the size limit and the Received header still apply.
+ * - The client address is session.remoteAddress: behind a trusted PROXY-protocol proxy, the header's
+ *   (relay/smtp/connection.ts). allowedNetworks, the per-client limits, the AUTH throttle, logs and the
+ *   Received header all use it.
  * - Logs carry the username but never a password; metric labels are bounded sets only.
  */
 import type net from 'node:net';
@@ -39,7 +45,12 @@ import type {
 import type { ListenerName } from '../config/schema.js';
 import type { MailResolver } from '../dns/resolver.js';
 import type { Logger } from '../log.js';
-import type { MessageRejectReason, RecipientRejectReason, RelayMetrics } from '../metrics.js';
+import type {
+  ConnectionRefusedReason,
+  MessageRejectReason,
+  RecipientRejectReason,
+  RelayMetrics,
+} from '../metrics.js';
 import type { Runtime } from '../runtime.js';
 import type { Envelope } from '../spool/envelope.js';
 import type { AuthThrottle } from '../auth/throttle.js';
@@ -52,6 +63,7 @@ import {
   NulError,
   receiveMessage,
 } from '../intake/receive.js';
+import type { ClientConnectionLimits } from '../policy/client-limits.js';
 import { clientKey, isAddressAllowed } from '../policy/network.js';
 import type { RateLimiter } from '../policy/rate-limit.js';
 import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } from '../policy/recipient.js';
@@ -72,6 +84,8 @@ export interface SessionDeps {
   log: Logger;
   rateLimiter: RateLimiter;
   throttle: AuthThrottle;
+  /** Per-client connection counts and rates (shared by all listeners). */
+  clientLimits: ClientConnectionLimits;
   /** Open SMTP connections across all listeners (including the one being checked). */
   connectionCount: () => number;
   /** true once shutdown (or drain) began: no new connections or transactions. */
@@ -91,6 +105,8 @@ interface Transaction {
 
 interface SessionState {
   counted: boolean;
+  /** The per-client key this connection is counted under (undefined: exempt, or not admitted). */
+  clientKey?: string;
   transaction?: Transaction;
 }
 
@@ -184,30 +200,42 @@ export class SessionHandlers {
     return s;
   }
 
-  private refuseConnection(reply: Reply): never {
+  private refuseConnection(reason: ConnectionRefusedReason, reply: Reply): never {
     this.deps.metrics.connections.inc({ listener: this.listener, result: 'refused' });
+    this.deps.metrics.connectionsRefused.inc({ listener: this.listener, reason });
     throw replyError(reply);
   }
 
   private onConnect(session: SMTPServerSession): void {
-    const { metrics } = this.deps;
-    if (this.deps.stopping()) this.refuseConnection(Replies.shuttingDown);
+    const { metrics, log } = this.deps;
+    const client = session.remoteAddress;
+    if (this.deps.stopping()) this.refuseConnection('shutting_down', Replies.shuttingDown);
     const rt = this.deps.runtime();
     if (this.deps.connectionCount() > rt.config.limits.maxConnections) {
-      this.deps.log.warn(
-        { listener: this.listener, client: session.remoteAddress },
-        'connection limit reached',
-      );
-      this.refuseConnection(Replies.tooManyConnections);
+      log.warn({ listener: this.listener, client }, 'connection limit reached');
+      this.refuseConnection('max_connections', Replies.tooManyConnections);
     }
-    if (this.listener === 'relay' && !isAddressAllowed(session.remoteAddress, rt.relayNetworks)) {
-      this.deps.log.info(
-        { listener: this.listener, client: session.remoteAddress },
-        'client not in allowedNetworks',
-      );
-      this.refuseConnection(Replies.clientNotAllowed);
+    if (this.listener === 'relay' && !isAddressAllowed(client, rt.relayNetworks)) {
+      log.info({ listener: this.listener, client }, 'client not in allowedNetworks');
+      this.refuseConnection('client_not_allowed', Replies.clientNotAllowed);
     }
-    this.state(session).counted = true;
+    const admission = this.deps.clientLimits.admit(client, rt.config.limits, rt.exemptNetworks);
+    if (!admission.ok) {
+      log.warn(
+        {
+          listener: this.listener,
+          client,
+          key: admission.key,
+          limit: admission.reason,
+          retryAfterMs: admission.retryAfterMs,
+        },
+        'per-client connection limit reached',
+      );
+      this.refuseConnection(admission.reason, admission.reply);
+    }
+    const state = this.state(session);
+    state.counted = true;
+    state.clientKey = admission.key;
     metrics.connections.inc({ listener: this.listener, result: 'accepted' });
     metrics.sessionsInFlight.inc({ listener: this.listener });
   }
@@ -218,26 +246,39 @@ export class SessionHandlers {
     this.deps.metrics.tlsSessions.inc({ listener: this.listener, version });
   }
 
-  /** Resolves to the username on success; throws a ReplyError on refusal. */
+  /**
+   * Resolves to the username on success; throws a ReplyError on refusal. The throttle admits the
+   * password check first (attempts in flight count against the lockout allowance), and a check that
+   * succeeds while a lockout is in force is refused like the others.
+   */
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<string> {
     const { metrics, throttle, log } = this.deps;
     const mechanism = auth.method;
     const key = clientKey(session.remoteAddress);
+    const username = auth.username ?? '';
     const count = (result: 'success' | 'failure' | 'throttled' | 'locked_out') =>
       metrics.authAttempts.inc({ listener: this.listener, mechanism, result });
-    const gate = throttle.gate(key);
-    if (!gate.allowed) {
+    const lockedOut = (retryAfterMs: number): never => {
       count('locked_out');
       log.warn(
-        { listener: this.listener, client: session.remoteAddress, user: auth.username },
+        { listener: this.listener, client: session.remoteAddress, user: username, retryAfterMs },
         'AUTH refused: client locked out',
       );
       throw replyError(Replies.authLockedOut);
+    };
+    const admitted = await throttle.begin(key);
+    if (!admitted.allowed) return lockedOut(admitted.retryAfterMs);
+    const { attempt } = admitted;
+    let ok: boolean;
+    try {
+      ok = username !== '' && (await this.deps.runtime().users.verify(username, auth.password ?? ''));
+    } catch (err) {
+      attempt.abandoned();
+      throw err;
     }
-    const username = auth.username ?? '';
-    const ok = username !== '' && (await this.deps.runtime().users.verify(username, auth.password ?? ''));
     if (ok) {
-      throttle.success(key);
+      const result = attempt.succeeded();
+      if (!result.allowed) return lockedOut(result.retryAfterMs);
       count('success');
       log.info(
         { listener: this.listener, client: session.remoteAddress, user: username, mechanism },
@@ -245,7 +286,7 @@ export class SessionHandlers {
       );
       return username;
     }
-    const failure = throttle.failure(key);
+    const failure = attempt.failed();
     count(failure.lockedOut ? 'locked_out' : failure.delayMs > 0 ? 'throttled' : 'failure');
     log.info(
       {
@@ -259,6 +300,11 @@ export class SessionHandlers {
       },
       'AUTH failed',
     );
+    if (failure.startedLockout)
+      log.warn(
+        { listener: this.listener, client: session.remoteAddress, failures: failure.failures },
+        'client locked out of AUTH',
+      );
     if (failure.delayMs > 0) await sleep(failure.delayMs);
     throw replyError(failure.lockedOut ? Replies.authLockedOut : Replies.authFailed);
   }
@@ -313,9 +359,10 @@ export class SessionHandlers {
 
   private checkRates(session: SMTPServerSession, user: string | undefined, rt: Runtime): void {
     const { limits } = rt.config;
+    const exempt = isAddressAllowed(session.remoteAddress, rt.exemptNetworks);
     const client = this.deps.rateLimiter.take(
       `client ${clientKey(session.remoteAddress)}`,
-      limits.messagesPerMinutePerClient,
+      exempt ? 0 : limits.messagesPerMinutePerClient,
     );
     if (!client.allowed)
       this.rejectMessage('rate_limited', Replies.rateLimited, session, {
@@ -456,6 +503,7 @@ export class SessionHandlers {
     const state = this.states.get(session);
     if (state?.counted) {
       this.deps.metrics.sessionsInFlight.dec({ listener: this.listener });
+      this.deps.clientLimits.release(state.clientKey);
       state.counted = false;
     }
     this.states.delete(session);

@@ -10,6 +10,8 @@
  * nearly valid), random printable garbage, and mutations of both (a byte inserted, dropped or replaced,
  * bare CR/LF/NUL, non-UTF-8 bytes, a line cut short); messages carry dot lines, smuggling sequences and
  * stray control bytes. Chunks are cut at random places, so a command or the final dot can straddle two.
+ * Some streams open with a PROXY protocol header (v1 or v2), which a client that is not a trusted proxy
+ * must never get past (relay/smtp/connection.ts, 6).
  */
 import fc from 'fast-check';
 
@@ -131,6 +133,16 @@ const sessionItem = fc.oneof(
   },
 );
 
+/** What a load balancer would send first: PROXY v1 and v2 headers (latin1), and one cut short. */
+export const proxyHeaderText = fc.constantFrom(
+  'PROXY TCP4 127.0.0.9 127.0.0.1 40000 25\r\n',
+  'PROXY UNKNOWN\r\n',
+  'PROXY TCP6 ::1 ::1 40000 25\r\n',
+  // v2, PROXY command, TCP over IPv4, 127.0.0.9:4000 -> 127.0.0.1:25
+  '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x7f\x00\x00\x09\x7f\x00\x00\x01\x0f\xa0\x00\x19',
+  'PROXY TCP4 127.0.0.9',
+);
+
 /** A byte-level mutation of a text: insert, drop or replace one byte. */
 function mutate(text: string): fc.Arbitrary<string> {
   const special = fc.constantFrom('\r', '\n', '\0', '\xF6', '\xFF', ' ', ':', '<', '>', '.', '\r\n.\r\n');
@@ -165,12 +177,20 @@ function cut(text: string, at: number[]): string[] {
   return out;
 }
 
-/** Streams: a session of items (the first usually an EHLO), some mutated, cut into chunks. */
+/**
+ * Streams: a session of items (the first usually an EHLO, now and then a PROXY header before it), some
+ * mutated, cut into chunks.
+ */
 export function smtpStream(opts: { maxItems?: number } = {}): fc.Arbitrary<SmtpStream> {
   const items = fc.array(sessionItem, { minLength: 1, maxLength: opts.maxItems ?? 12 });
+  const start = fc.oneof(
+    { weight: 4, arbitrary: fc.constant('EHLO client.test\r\n') },
+    { weight: 1, arbitrary: fc.constant('') },
+    { weight: 1, arbitrary: proxyHeaderText.map((h) => `${h}EHLO client.test\r\n`) },
+  );
   const text = fc
-    .tuple(fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, fc.constant(false)), items)
-    .map(([ehlo, list]) => (ehlo ? 'EHLO client.test\r\n' : '') + list.join(''))
+    .tuple(start, items)
+    .map(([first, list]) => first + list.join(''))
     .chain((t) => fc.oneof({ weight: 3, arbitrary: fc.constant(t) }, { weight: 2, arbitrary: mutate(t) }));
   return fc
     .tuple(text, fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 6 }), fc.boolean())

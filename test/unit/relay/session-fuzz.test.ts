@@ -6,7 +6,9 @@
  *   - every reply is well-formed (test/helpers/smtp-fuzz.ts: checkReplies);
  *   - the spool accepted exactly the messages the client was told "250 … queued as ID" for, no more;
  *   - memory stays bounded: no message kept is over the size limit, and the relay writes a bounded
- *     number of replies per line it reads.
+ *     number of replies per line it reads;
+ *   - a stream that opens with a PROXY header (this client is no trusted proxy) ends with the 554 5.7.1
+ *     refusal after the greeting, and nothing is queued.
  * Bounded: a fixed number of cases and seed (MAILFLEET_FUZZ_SEED overrides; fast-check prints it with
  * the shrunk counterexample on failure).
  */
@@ -17,12 +19,15 @@ import { AuthThrottle } from '../../../relay/auth/throttle.js';
 import type { MailResolver, MailHosts } from '../../../relay/dns/resolver.js';
 import { silentLogger } from '../../../relay/log.js';
 import { RelayMetrics } from '../../../relay/metrics.js';
+import { ClientConnectionLimits } from '../../../relay/policy/client-limits.js';
 import { RateLimiter } from '../../../relay/policy/rate-limit.js';
+import { Replies, formatReply } from '../../../relay/policy/replies.js';
 import { buildRuntime, type Runtime } from '../../../relay/runtime.js';
 import type { RelayServer } from '../../../relay/smtp/connection.js';
 import { createListeners } from '../../../relay/smtp/listeners.js';
 import type { SessionDeps } from '../../../relay/smtp/session.js';
 import type { Envelope } from '../../../relay/spool/envelope.js';
+import { V2_SIGNATURE } from '../../helpers/proxy-header.js';
 import { checkReplies, fuzzParams, queuedIds, smtpStream, type SmtpStream } from '../../helpers/smtp-fuzz.js';
 
 jest.setTimeout(60_000);
@@ -109,12 +114,19 @@ async function harness(): Promise<Harness> {
     log: silentLogger(),
     rateLimiter: new RateLimiter(),
     throttle: new AuthThrottle(() => rt.config.auth?.throttle ?? loadedThrottle()),
+    clientLimits: new ClientConnectionLimits(),
     connectionCount: () => 1,
     stopping: () => false,
     inflight: new Set(),
   };
   const [listener] = createListeners(rt, deps);
   return { server: listener!.server, accepted };
+}
+
+/** The first bytes are a PROXY header's signature (v1 "PROXY ", or v2's 12 bytes). */
+function opensWithProxyHeader(s: SmtpStream): boolean {
+  const start = Buffer.from(s.chunks.join(''), 'latin1');
+  return start.subarray(0, 6).equals(Buffer.from('PROXY ')) || start.subarray(0, 12).equals(V2_SIGNATURE);
 }
 
 function loadedThrottle() {
@@ -162,6 +174,13 @@ describe('SMTP session under hostile streams (property-based, bounded)', () => {
         for (const a of h.accepted.slice(before)) expect(a.size).toBeLessThan(MAX_MESSAGE_BYTES + 2048);
         const linesIn = s.chunks.join('').split('\n').length + 2;
         expect(replies.length).toBeLessThanOrEqual(linesIn + 1);
+        if (opensWithProxyHeader(s)) {
+          // Refused, nothing queued. Only a v2 signature cut into pieces lets lines through before it is
+          // recognised: the empty lines and the NUL line inside it, each a 500 (none is a command).
+          expect(output.endsWith(`\r\n${formatReply(Replies.proxyHeaderUntrusted)}\r\n`)).toBe(true);
+          expect(replies.slice(1, -1).map((r) => r.code)).toEqual(replies.slice(1, -1).map(() => 500));
+          expect(announced).toEqual([]);
+        }
       }),
       fuzzParams(300),
     );
