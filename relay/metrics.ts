@@ -21,6 +21,7 @@ export const MessageRejectReasons = [
   'spool_error',
   'draining',
   'bad_protocol',
+  'bad_content',
 ] as const;
 /** Why a recipient was refused at RCPT TO. */
 export const RecipientRejectReasons = [
@@ -30,6 +31,7 @@ export const RecipientRejectReasons = [
   'null_mx',
   'no_mail_host',
   'dns_tempfail',
+  'bad_protocol',
 ] as const;
 /** Why a connection was refused before (or instead of) its SMTP session. */
 export const ConnectionRefusedReasons = [

@@ -311,7 +311,7 @@ describe('renderRelayConfig', () => {
             proxyProtocol: { trustedProxies: ['10.0.2.0/24', 'fd00:1::/64'] },
           },
         },
-      } as any),
+      }),
       domains: [],
       tls: true,
       ca: false,
