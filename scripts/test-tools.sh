@@ -25,6 +25,13 @@ swaks_tls() {
 }
 # Postfix's smtp-sink (downstream server) and smtp-source (bench load): the Postfix daemon is never started.
 smtp_sink_source() { [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ]; }
+# strace records the relay's system calls (test/integration/durability.test.ts): following threads (-f),
+# fds decoded with their paths and sockets (-yy), only the traced calls stopped (--seccomp-bpf). Fails
+# where ptrace is not allowed (a container without CAP_SYS_PTRACE), not only where strace is missing.
+strace_follows() {
+  command -v strace >/dev/null 2>&1 &&
+    strace -f -qq -yy --seccomp-bpf -e trace=write,fsync -o /dev/null sh -c 'echo ok >/dev/null' 2>/dev/null
+}
 # flock serialises the cached Go builds; setpriv ties the test cluster's processes to jest's life.
 util_linux() { command -v flock >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; }
 # The e2e control plane and promtool build from Go modules with the Go in test/cluster/go.mod or newer.
@@ -51,6 +58,7 @@ requirements=(
   "swaks_tls|swaks libnet-ssleay-perl libio-socket-ssl-perl|swaks with TLS and AUTH (swaks --support: 'TLS supported')"
   "smtp_sink_source|postfix|Postfix's /usr/sbin/smtp-sink and /usr/sbin/smtp-source"
   "util_linux|util-linux|flock and setpriv"
+  "strace_follows|strace|strace able to trace a process and its threads here (strace -f -yy --seccomp-bpf)"
   "go_version||Go $(awk '$1 == "go" { print $2; exit }' "$here/test/cluster/go.mod") or newer (https://go.dev/dl/, with the Go module proxy reachable)"
   "disk_space||8 GiB free under ${XDG_CACHE_HOME:-$HOME/.cache} and 2 GiB under ${TMPDIR:-/tmp}"
 )

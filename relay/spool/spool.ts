@@ -3,15 +3,21 @@
  *
  *   <dir>/queue/<id>     one file per message (format.ts): envelope, body, end record. Immutable.
  *   <dir>/state/<id>     delivery progress (attempts, next attempt, per-recipient outcome), JSON,
- *                        replaced atomically; absent until the first attempt.
+ *                        replaced atomically and durably; absent until the first attempt.
  *   <dir>/corrupt/<id>   damaged messages, set aside with a <id>.reason note; never deleted by us.
  *   <dir>/tmp/           scratch for atomic replaces and the writability probe.
  *   <dir>/lock           pid of the relay that owns the spool.
  *
- * Invariants
+ * Invariants (what "durable" means here: it survives a power cut, not only a killed process)
  * - accept() resolves only after the message file (fdatasync) and its directory entry (group-committed
  *   directory fsync) are durable; only then may the caller answer 250. A crash at any moment loses
- *   nothing that was acknowledged.
+ *   nothing that was acknowledged. The file is created in place with O_EXCL, not renamed: until its end
+ *   record is written and synced it is half-written, which recovery recognises (below).
+ * - The directories themselves are durable before the first message: open() fsyncs the parent of every
+ *   directory it creates, and the spool directory (whose entries are queue/, state/, ...) on every start.
+ * - saveState() resolves only after the new state file (fdatasync) and its rename into state/
+ *   (group-committed fsync of state/) are durable, so a recorded outcome never comes back undone after
+ *   a power cut: a recipient whose 250 was recorded is not sent the message again.
  * - A file without its end record was never acknowledged: it is removed at start (half-written).
  *   A file whose end record, envelope or checksum is wrong is moved to corrupt/, never silently dropped.
  * - Delivery is at-least-once: a removal is made durable by the next directory fsync, which the next
@@ -167,7 +173,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   private constructor(
     readonly dir: string,
     private readonly queueSync: GroupSync,
-    private readonly dirHandle: FileHandle,
+    private readonly stateSync: GroupSync,
+    private readonly dirHandles: FileHandle[],
     private readonly opts: SpoolOptions,
   ) {
     super();
@@ -182,11 +189,20 @@ export class Spool extends EventEmitter<SpoolEvents> {
   /** Creates the directories, takes the lock, sweeps half-written entries, sets damaged ones aside, builds the index. */
   static async open(opts: SpoolOptions): Promise<Spool> {
     const dir = path.resolve(opts.dir);
-    for (const sub of ['queue', 'state', 'corrupt', 'tmp'])
-      await fs.mkdir(path.join(dir, sub), { recursive: true });
+    await makeDirsDurably(dir, ['queue', 'state', 'corrupt', 'tmp']);
     await takeLock(dir);
-    const dirHandle = await fs.open(path.join(dir, 'queue'), 'r');
-    const spool = new Spool(dir, new GroupSync(dirHandle), dirHandle, opts);
+    const queueHandle = await fs.open(path.join(dir, 'queue'), 'r');
+    const stateHandle = await fs.open(path.join(dir, 'state'), 'r').catch(async (err: unknown) => {
+      await queueHandle.close();
+      throw err;
+    });
+    const spool = new Spool(
+      dir,
+      new GroupSync(queueHandle),
+      new GroupSync(stateHandle),
+      [queueHandle, stateHandle],
+      opts,
+    );
     await spool.recover();
     opts.metrics?.setSpoolCollector(() => spool.collectMetrics());
     return spool;
@@ -304,7 +320,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
     return source.pipe(check);
   }
 
-  /** Records delivery progress durably (atomic replace of state/<id>). */
+  /**
+   * Records delivery progress durably: the new state is written to tmp/, fdatasynced, renamed over
+   * state/<id>, and state/ is fsynced (group commit) before this resolves.
+   */
   async saveState(id: string, state: DeliveryState): Promise<void> {
     const entry = this.index.get(id);
     if (!entry) throw new Error(`no message ${id} in the spool`);
@@ -313,10 +332,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     try {
       await fh.writeFile(JSON.stringify(state));
       await fh.datasync();
-    } finally {
-      await fh.close();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await fs.unlink(tmp).catch(() => undefined);
+      throw err;
     }
+    await fh.close();
     await fs.rename(tmp, path.join(this.stateDir, id));
+    // The rename is durable only once state/ is: without this, a power cut can bring the old state back.
+    await this.stateSync.sync();
     entry.state = state;
     // an attempt has ended without removing the message: later attempts read the file
     this.forgetBody(id);
@@ -396,7 +420,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.closed = true;
     this.queueSync.cancelSoon();
     await this.queueSync.sync().catch(() => undefined); // removals made durable before we let go
-    await this.dirHandle.close().catch(() => undefined);
+    for (const h of this.dirHandles) await h.close().catch(() => undefined);
     await fs.unlink(path.join(this.dir, 'lock')).catch(() => undefined);
     openDirs.delete(this.dir);
   }
@@ -544,6 +568,40 @@ async function readEnds(file: string): Promise<Ends> {
         crc: trailer.crc,
       },
     };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Creates `dir` and its `subdirs` (and missing ancestors) so that each one's directory entry is durable:
+ * a directory exists after a power cut only once its parent was fsynced. The spool directory itself is
+ * fsynced on every start, which also covers subdirectories a crashed earlier start created.
+ */
+async function makeDirsDurably(dir: string, subdirs: readonly string[]): Promise<void> {
+  const created: string[] = [];
+  const make = async (d: string): Promise<void> => {
+    try {
+      await fs.mkdir(d);
+      created.push(d);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return;
+      if (code !== 'ENOENT' || path.dirname(d) === d) throw err;
+      await make(path.dirname(d));
+      await make(d);
+    }
+  };
+  await make(dir);
+  for (const sub of subdirs) await make(path.join(dir, sub));
+  const parents = new Set([dir, ...created.map((d) => path.dirname(d))]);
+  for (const p of parents) await fsyncDir(p);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
   } finally {
     await fh.close();
   }
