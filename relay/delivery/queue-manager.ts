@@ -490,7 +490,7 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       }
       msg.state = decision.state;
       if (decision.finished) {
-        await this.opts.spool.remove(id);
+        await this.removeFinished(id, decision.state);
         const failed = Object.values(decision.state.recipients).some((r) => r.status === 'failed');
         this.opts.metrics?.timeInQueue.observe(
           { result: failed ? 'bounced' : 'delivered' },
@@ -511,6 +511,28 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     }
     this.logSettled(msg, decision.finished);
     this.release(msg, decision.finished ? 'removed' : 'deferred');
+  }
+
+  /**
+   * Removes a finished message. When its file cannot be removed it stays queued; its final state is
+   * saved (best effort) so the retry after the backoff only removes it and sends nothing again.
+   */
+  private async removeFinished(id: string, state: DeliveryState): Promise<void> {
+    try {
+      await this.opts.spool.remove(id);
+    } catch (err) {
+      this.log.error(
+        { id, err: String(err) },
+        'could not remove a finished message; it stays queued and its removal is retried',
+      );
+      await this.opts.spool.saveState(id, state).catch((saveErr: unknown) => {
+        this.log.error(
+          { id, err: String(saveErr) },
+          'could not save the final state either: the retry will deliver the message again',
+        );
+      });
+      throw err;
+    }
   }
 
   private async notify(

@@ -353,17 +353,27 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.bodyCacheBytes -= cached.length;
   }
 
-  /** Removes a message that was delivered, bounced or handed off. */
+  /**
+   * Removes a message that was delivered, bounced or handed off. The file goes first: when it cannot be
+   * unlinked (read-only or failing volume, an immutable file) this rejects and the message stays in the
+   * index, queued and counted, so the caller can try again; the relay never forgets a file that is
+   * still there. A state file left behind is only logged: recovery sweeps state without a message.
+   */
   async remove(id: string): Promise<void> {
     const entry = this.index.get(id);
     if (!entry) return;
+    await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
+    if (this.index.get(id) !== entry) return; // a concurrent remove() finished first
     this.index.delete(id);
     this.forgetBody(id);
-    await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
     this.queueSync.soon(REMOVAL_SYNC_MS);
     // state/<id> exists only once saveState() wrote it or recovery read it (entry.state is set then).
     // Most mail is delivered at its first attempt and never has one: no unlink to fail with ENOENT.
-    if (entry.state) await fs.unlink(path.join(this.stateDir, id)).catch(ignoreMissing);
+    if (entry.state)
+      await fs.unlink(path.join(this.stateDir, id)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT')
+          this.log.warn({ id, err: String(err) }, 'could not remove delivery state; swept at next start');
+      });
   }
 
   /** Sets a damaged message aside in corrupt/ with a note saying why. It is never deleted by the relay. */
