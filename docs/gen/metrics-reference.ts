@@ -12,6 +12,7 @@ import {
   MessageRejectReasons,
   RecipientRejectReasons,
   RelayMetrics,
+  SpoolFsResources,
   SpoolStates,
 } from '../../relay/metrics.js';
 import { OperatorMetrics } from '../../operator/runtime/metrics.js';
@@ -64,6 +65,7 @@ const LABEL_VALUES: Record<string, string> = {
   'mailfleet_relay_spool_bytes/state': SpoolStates.join(', '),
   'mailfleet_relay_dns_queries_total/result': DnsQueryResults.join(', '),
   'mailfleet_relay_config_reloads_total/result': ConfigReloadResults.join(', '),
+  'mailfleet_relay_spool_filesystem_free_ratio/resource': SpoolFsResources.join(', '),
 };
 
 function table(list: MetricInfo[]): string[] {

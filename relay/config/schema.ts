@@ -274,6 +274,20 @@ export const Dns = Type.Object(
 export const Spool = Type.Object(
   {
     dir: Type.String({ minLength: 1, description: 'Directory of the durable queue (a PVC on Kubernetes).' }),
+    minFreeSpacePercent: Type.Integer({
+      minimum: 0,
+      maximum: 90,
+      default: 10,
+      description:
+        "Free space on the spool's file system (share of its size available to the relay) below which new mail is refused with 452 4.3.1 and /readyz fails; delivery and bounces go on, so space comes back. 0 disables the floor (a full disk still never gets a 250).",
+    }),
+    minFreeInodesPercent: Type.Integer({
+      minimum: 0,
+      maximum: 90,
+      default: 10,
+      description:
+        'The same floor for free inodes (one file per message, plus its delivery state). Ignored on file systems that report no inode count.',
+    }),
   },
   { additionalProperties: false, description: 'Where accepted mail is kept until delivered.' },
 );
@@ -423,3 +437,4 @@ export type DeliveryConfig = Type.Static<typeof Delivery>;
 export type AdminConfig = Type.Static<typeof Admin>;
 export type AuthConfig = Type.Static<typeof Auth>;
 export type HandoffConfig = Type.Static<typeof Handoff>;
+export type SpoolConfig = Type.Static<typeof Spool>;

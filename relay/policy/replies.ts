@@ -86,6 +86,8 @@ export const Replies = {
   messageTooBig: reply(552, '5.3.4', 'Message size exceeds the fixed limit'),
   headerTooBig: reply(552, '5.3.4', 'Message header section exceeds the fixed limit'),
   spoolError: reply(451, '4.3.0', 'Local error queueing the message, try again later'),
+  // MAIL, RCPT or DATA: the spool's file system is below its free-space floor, or full (RFC 3463 X.3.1)
+  spoolFull: reply(452, '4.3.1', 'Insufficient system storage, try again later'),
 
   // VRFY / EXPN
   vrfyNotDisclosed: reply(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery'),

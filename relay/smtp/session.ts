@@ -5,9 +5,10 @@
  *
  *   connect   → shutting down? (421) · too many connections? (421) · relay listener: client network (554)
  *   AUTH      → locked-out client address? (454) · verify (535, with a growing delay after repeated failures)
- *   MAIL FROM → shutting down? (421) · sender policy (530/550/553) · rate limits (450)
- *   RCPT TO   → syntax (553) · count (452) · recipient domain via DNS (556/550/451)
+ *   MAIL FROM → shutting down? (421) · sender policy (530/550/553) · spool space (452) · rate limits (450)
+ *   RCPT TO   → spool space (452) · syntax (553) · count (452) · recipient domain via DNS (556/550/451)
  *   DATA      → size (552) · trace and fix-up headers · spool, fsynced → "250 2.0.0 Ok: queued as ID"
+ *               (452 when the spool's file system fell below its free-space floor or is full)
  *
  * Invariants
  * - 250 after DATA is sent only after Spool.accept() resolved (message and envelope fsynced).
@@ -42,10 +43,14 @@ import type { RateLimiter } from '../policy/rate-limit.js';
 import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } from '../policy/recipient.js';
 import { Replies, ReplyError, queuedText, replyError, withText, type Reply } from '../policy/replies.js';
 import { checkSender } from '../policy/sender.js';
+import { SpoolFullError } from '../spool/space.js';
 
 /** What intake needs from the spool (relay/spool/spool.ts implements it). */
 export interface SpoolWriter {
+  /** Rejects with SpoolFullError when the spool's file system is below its floor or full. */
   accept(envelope: Envelope, body: AsyncIterable<Uint8Array | string>): Promise<{ id: string; size: number }>;
+  /** Why new mail is refused for lack of space (with `incoming` more bytes), or undefined. */
+  spaceProblem(incoming?: number): string | undefined;
 }
 
 export interface SessionDeps {
@@ -285,6 +290,9 @@ export class SessionHandlers {
       rt.domains,
     );
     if (!decision.ok) this.rejectMessage(decision.reason, decision.reply, session, { from: address.address });
+    const declared = Number(((address.args || {}) as Record<string, string | undefined>).SIZE ?? 0) || 0;
+    const space = this.deps.spool.spaceProblem(declared);
+    if (space) this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: space });
     if (!handoff) this.checkRates(session, user, rt);
     state.transaction = { mailFrom: decision.address, recipients: [], handoff };
   }
@@ -323,6 +331,8 @@ export class SessionHandlers {
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const txn = this.state(session).transaction;
     if (!txn) throw replyError({ code: 503, enhanced: '5.5.1', text: 'Need MAIL command' });
+    const space = this.deps.spool.spaceProblem();
+    if (space) return this.rejectRecipient('spool_full', Replies.spoolFull, session, address.address);
     const syntax = checkRecipientSyntax(address.address, Boolean(session.envelope.smtpUtf8));
     if (!syntax.ok) return this.rejectRecipient(syntax.reason, syntax.reply, session, address.address);
     const lower = syntax.address.toLowerCase();
@@ -398,6 +408,8 @@ export class SessionHandlers {
       if (err instanceof MessageTooBigError)
         return this.rejectMessage('size', Replies.messageTooBig, session, { bytes: transform.received });
       if (err instanceof HeaderTooBigError) return this.rejectMessage('size', Replies.headerTooBig, session);
+      if (err instanceof SpoolFullError)
+        return this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: err.message });
       if (stream.destroyed && !stream.readableEnded) {
         this.deps.log.info(
           { listener: this.listener, session: session.id },

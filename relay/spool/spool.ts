@@ -24,6 +24,10 @@
  *   accept() asks for, or within REMOVAL_SYNC_MS when none comes; a crash in that window can only bring
  *   a delivered message back (redelivery), never lose one. Removals do not wait for an fsync of their
  *   own: that halved the directory fsyncs under load and shortened every accept's wait behind them.
+ * - Below the free-space floor (space.ts, ADR 8) accept() refuses client mail with SpoolFullError, also
+ *   when the message itself took the file system below it (checked before its fdatasync); bounces
+ *   (useReserve) and delivery state may use the reserve. ENOSPC/EDQUOT while writing is SpoolFullError
+ *   too. Whatever fails, the file is removed: never a 250, never a half-written entry left to sweep.
  * - One relay per spool directory (lock file); the in-memory index is rebuilt from disk at start and is
  *   only a cache of what the directories say.
  *
@@ -48,6 +52,7 @@ import { randomBytes } from 'node:crypto';
 import type { RelayMetrics } from '../metrics.js';
 import type { Envelope } from './envelope.js';
 import { GroupSync } from './group-sync.js';
+import { SpaceMonitor, SpoolFullError, isOutOfSpace, type SpaceFloor, type SpaceReading } from './space.js';
 import {
   MAX_HEADER_BYTES,
   TRAILER_LENGTH,
@@ -132,7 +137,21 @@ export interface SpoolOptions {
   metrics?: RelayMetrics;
   log?: Log;
   now?: () => number;
+  /** The free-space floor in force (read at each check, so reloads apply); none when absent. */
+  floor?: () => SpaceFloor;
+  /** statfs of the spool directory (a seam for unit tests; default: the real one). */
+  readSpace?: (dir: string) => Promise<SpaceReading>;
 }
+
+export interface AcceptOptions {
+  /**
+   * Internal mail (bounces, delay notices) may use the space below the free-space floor: delivery must
+   * go on while new mail is refused. Mail from clients may not.
+   */
+  useReserve?: boolean;
+}
+
+const NO_FLOOR: SpaceFloor = { minFreeSpacePercent: 0, minFreeInodesPercent: 0 };
 
 interface SpoolEvents {
   accepted: [SpoolEntry];
@@ -163,6 +182,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   private bodyCacheBytes = 0;
   private corruptCount = 0;
   private closed = false;
+  /** Free space and inodes of the spool's file system, against the floor (space.ts). */
+  readonly space: SpaceMonitor;
   private readonly now: () => number;
   private readonly log: Log;
   private readonly queueDir: string;
@@ -184,6 +205,13 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.stateDir = path.join(dir, 'state');
     this.corruptDir = path.join(dir, 'corrupt');
     this.tmpDir = path.join(dir, 'tmp');
+    this.space = new SpaceMonitor({
+      dir,
+      floor: opts.floor ?? (() => NO_FLOOR),
+      metrics: opts.metrics,
+      log: this.log,
+      ...(opts.readSpace ? { read: opts.readSpace } : {}),
+    });
   }
 
   /** Creates the directories, takes the lock, sweeps half-written entries, sets damaged ones aside, builds the index. */
@@ -204,23 +232,38 @@ export class Spool extends EventEmitter<SpoolEvents> {
       opts,
     );
     await spool.recover();
+    await spool.space.start();
     opts.metrics?.setSpoolCollector(() => spool.collectMetrics());
     return spool;
   }
 
+  /** Why new mail is refused now (free-space floor), or undefined; `incoming`: a declared size. */
+  spaceProblem(incoming = 0): string | undefined {
+    return this.space.problem(incoming);
+  }
+
   /**
    * Writes envelope + body durably and returns the queue ID. Resolves only when the message is on disk
-   * and fsynced; rejects (leaving nothing behind) when the body iterable throws or the disk fails.
+   * and fsynced; rejects (leaving nothing behind) when the body iterable throws or the disk fails. With
+   * the file system below its free-space floor — before the message, or once it is written — or full
+   * (ENOSPC, EDQUOT), it rejects with SpoolFullError; the client is told 452 4.3.1, never 250.
    */
   async accept(
     envelope: Envelope,
     body: AsyncIterable<Uint8Array | string>,
+    opts: AcceptOptions = {},
   ): Promise<{ id: string; size: number }> {
     if (this.closed) throw new Error('spool is closed');
+    const refused = opts.useReserve ? undefined : this.space.problem();
+    if (refused) throw new SpoolFullError(refused);
     const id = newMessageId(this.now());
     const file = path.join(this.queueDir, id);
     const header = encodeHeader(envelope);
-    const fh = await fs.open(file, 'wx', 0o600);
+    const fh = await fs.open(file, 'wx', 0o600).catch(async (err: unknown) => {
+      const thrown = this.outOfSpace(err);
+      if (thrown instanceof SpoolFullError) await this.space.refresh(); // out of inodes: readiness follows
+      throw thrown;
+    });
     let size = 0;
     let crc = 0;
     // the body's chunks while it is small enough to keep (see bodyCache)
@@ -249,12 +292,20 @@ export class Spool extends EventEmitter<SpoolEvents> {
       }
       pending.push(encodeTrailer(size, crc));
       await fh.writev(pending);
+      if (!opts.useReserve) {
+        // Re-checked with this message on disk: a burst of large messages must not eat the reserve.
+        const after = await this.space.refresh();
+        if (after.low) throw new SpoolFullError(after.reason);
+      }
       await fh.datasync();
       await fh.close();
     } catch (err) {
       await fh.close().catch(() => undefined);
       await fs.unlink(file).catch(() => undefined);
-      throw err;
+      const thrown = this.outOfSpace(err);
+      // the verdict now says what is left without this message (the next one may fit)
+      if (thrown instanceof SpoolFullError) await this.space.refresh();
+      throw thrown;
     }
     try {
       await this.queueSync.sync();
@@ -272,6 +323,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     }
     this.emit('accepted', entry);
     return { id, size };
+  }
+
+  /** ENOSPC/EDQUOT as SpoolFullError. */
+  private outOfSpace(err: unknown): unknown {
+    if (!isOutOfSpace(err)) return err;
+    return new SpoolFullError(
+      `no space left on the spool file system (${(err as NodeJS.ErrnoException).code})`,
+      { cause: err },
+    );
   }
 
   get(id: string): SpoolEntry | undefined {
@@ -428,6 +488,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.space.stop();
     this.queueSync.cancelSoon();
     await this.queueSync.sync().catch(() => undefined); // removals made durable before we let go
     for (const h of this.dirHandles) await h.close().catch(() => undefined);

@@ -270,6 +270,18 @@ describe('renderRelayConfig', () => {
     expect(validate(minimal)).toEqual([]);
   });
 
+  it('renders the queue volume free-space floor from spec.queue', () => {
+    const floor = renderRelayConfig({
+      relay: relay({ queue: { minFreeSpacePercent: 3, minFreeInodesPercent: 0 } } as never),
+      domains: [],
+      tls: false,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+    });
+    expect(floor.spool).toMatchObject({ minFreeSpacePercent: 3, minFreeInodesPercent: 0 });
+  });
+
   it('points every secret at a file of the mounted runtime Secret', () => {
     expect(config.tls).toEqual({
       certFile: '/etc/mailfleet/tls.crt',
@@ -310,7 +322,11 @@ describe('renderRelayConfig', () => {
       smarthost: { host: 'mx.a.example.com', port: 25, tls: 'none' },
     });
     expect(config.domains[0]!.allowedUsers).toEqual(['*']);
-    expect(config.spool.dir).toBe('/var/spool/mailfleet');
+    expect(config.spool).toEqual({
+      dir: '/var/spool/mailfleet',
+      minFreeSpacePercent: 10,
+      minFreeInodesPercent: 10,
+    });
     expect(config.delivery.retry).toMatchObject({ firstRetry: 300, maxBackoff: 4000, maxLifetime: 432000 });
     expect(config.log.level).toBe('debug');
   });
