@@ -103,6 +103,10 @@ test('below the free-space floor new mail gets 452 4.3.1, readiness fails, and d
     accepted.length,
   );
 
+  // Less than 0.5 MiB above the floor now: a message declared at 1 MiB is refused before its DATA.
+  const declared = await client.command('MAIL FROM:<app@example.com> SIZE=1048576');
+  expect(declared.raw).toBe('452 4.3.1 Insufficient system storage, try again later');
+
   // A transaction open when something else on the volume takes the space below the floor.
   expect((await client.command('MAIL FROM:<app@example.com>')).code).toBe(250);
   const low = relay.nextLog((l) => l.event === 'spool_space_low');
@@ -131,7 +135,7 @@ test('below the free-space floor new mail gets 452 4.3.1, readiness fails, and d
       reason: 'spool_full',
       listener: 'relay',
     }),
-  ).toBe(2);
+  ).toBe(3);
   expect(
     await relay.metric('mailfleet_relay_recipients_rejected_total', {
       reason: 'spool_full',
