@@ -39,6 +39,7 @@ export const SpoolStates = ['ready', 'deferred', 'active', 'corrupt'] as const;
 /** Result of a DNS lookup; 'cached' means it was answered from the relay's cache without a query. */
 export const DnsQueryResults = ['answer', 'nodata', 'nxdomain', 'tempfail', 'cached'] as const;
 export const ConfigReloadResults = ['success', 'failure'] as const;
+export const DkimFailureOutcomes = ['deferred', 'sent_unsigned'] as const;
 /** What runs short on the spool's file system. */
 export const SpoolFsResources = ['space', 'inodes'] as const;
 
@@ -217,6 +218,12 @@ export class RelayMetrics {
   readonly bouncesDropped = new Counter({
     name: 'mailfleet_relay_bounces_dropped_total',
     help: 'Recipients of null-sender mail (bounces) that failed and were dropped: a bounce is never bounced.',
+    registers: [this.registry],
+  });
+  readonly dkimSigningFailures = new Counter({
+    name: 'mailfleet_relay_dkim_signing_failures_total',
+    help: 'Delivery attempts of mail from a DKIM-signing domain that could not be signed, by what the domain chose (domains[].dkim.onFailure): deferred (kept queued) or sent_unsigned.',
+    labelNames: ['action'] as const,
     registers: [this.registry],
   });
   readonly handoffs = new Counter({

@@ -423,6 +423,17 @@ export function relayDashboard() {
         { expr: `sum(${rate('mailfleet_relay_bounces_dropped_total')})`, legend: 'dropped' },
       ],
     ),
+    timeseries(
+      'DKIM signing failures',
+      'Attempts whose message could not be signed, by what its domain chose: deferred (held) or sent_unsigned.',
+      'ops',
+      [
+        {
+          expr: `sum by (action) (${rate('mailfleet_relay_dkim_signing_failures_total')})`,
+          legend: '{{action}}',
+        },
+      ],
+    ),
     timeseries('Drain hand-offs', 'Messages handed to a peer relay while draining, by result.', 'ops', [
       { expr: `sum by (result) (${rate('mailfleet_relay_handoffs_total')})`, legend: '{{result}}' },
     ]),

@@ -8,6 +8,7 @@ import {
   AuthResults,
   ConfigReloadResults,
   DeliveryResults,
+  DkimFailureOutcomes,
   DnsQueryResults,
   MessageRejectReasons,
   RecipientRejectReasons,
@@ -66,6 +67,7 @@ const LABEL_VALUES: Record<string, string> = {
   'mailfleet_relay_dns_queries_total/result': DnsQueryResults.join(', '),
   'mailfleet_relay_config_reloads_total/result': ConfigReloadResults.join(', '),
   'mailfleet_relay_spool_filesystem_free_ratio/resource': SpoolFsResources.join(', '),
+  'mailfleet_relay_dkim_signing_failures_total/action': DkimFailureOutcomes.join(', '),
 };
 
 function table(list: MetricInfo[]): string[] {

@@ -86,6 +86,7 @@ function domainConfig(b: BoundDomain): MailDomainConfig {
             selector: spec.dkim.selector,
             algorithm: spec.dkim.algorithm,
             keyFile: file(RUNTIME_KEYS.dkim(name)),
+            onFailure: spec.dkim.onSigningFailure === 'SendUnsigned' ? 'send-unsigned' : 'defer',
           },
         }
       : {}),

@@ -175,6 +175,9 @@ export const Route = Type.Object(
   },
 );
 
+export const DkimFailureActions = ['defer', 'send-unsigned'] as const;
+export type DkimFailureAction = (typeof DkimFailureActions)[number];
+
 export const Dkim = Type.Object(
   {
     selector: Type.String({
@@ -187,6 +190,11 @@ export const Dkim = Type.Object(
       description: 'Signing algorithm.',
     }),
     keyFile: Type.String({ minLength: 1, description: 'PEM private key file.' }),
+    onFailure: Type.Enum([...DkimFailureActions], {
+      default: 'defer',
+      description:
+        'When the message cannot be signed (key unreadable or invalid, signer error): defer keeps it queued and retries on the schedule, signing again at each attempt (receivers enforcing DMARC would reject or junk it unsigned); send-unsigned delivers it without a signature. Either way the failure is logged and counted (dkim_signing_failures_total).',
+    }),
   },
   { additionalProperties: false, description: 'DKIM signing for mail sent as this domain.' },
 );

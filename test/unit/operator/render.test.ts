@@ -270,6 +270,20 @@ describe('renderRelayConfig', () => {
     expect(validate(minimal)).toEqual([]);
   });
 
+  it('renders dkim.onSigningFailure: SendUnsigned as the relay domain dkim.onFailure send-unsigned', () => {
+    const d = domain('u', { domain: 'u.example', dkim: { onSigningFailure: 'SendUnsigned' } as never });
+    const rendered = renderRelayConfig({
+      relay: relay(),
+      domains: [{ domain: d, dkimKey: true, routeCredentials: false, routeCa: false }],
+      tls: false,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+    });
+    expect(rendered.domains[0]!.dkim?.onFailure).toBe('send-unsigned');
+    expect(validate(rendered)).toEqual([]);
+  });
+
   it('renders the queue volume free-space floor from spec.queue', () => {
     const floor = renderRelayConfig({
       relay: relay({ queue: { minFreeSpacePercent: 3, minFreeInodesPercent: 0 } } as never),
@@ -315,6 +329,7 @@ describe('renderRelayConfig', () => {
       selector: 'mailfleet',
       algorithm: 'rsa-sha256',
       keyFile: '/etc/mailfleet/dkim-b.example.org.key',
+      onFailure: 'defer',
     });
     expect(config.domains[0]!.dkim).toBeUndefined();
     expect(config.domains[0]!.route).toEqual({
