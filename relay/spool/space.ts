@@ -8,9 +8,10 @@
  * floor — that is what it is kept for. "Free" is what the relay may use (statfs f_bavail, without the
  * blocks ext4 keeps for root), as a share of the file system's size.
  *
- * spaceVerdict() is the decision, a plain function. SpaceMonitor reads statfs once a second (and on
- * demand at the end of DATA), keeps the latest verdict for the per-command checks, logs each change
- * and sets the gauges: spool_filesystem_free_bytes, _size_bytes, _free_ratio{resource}, spool_space_low.
+ * spaceVerdict() is the decision, a plain function. SpaceMonitor reads statfs once a second (and at
+ * the end of DATA when the estimate since the last reading comes near the floor), keeps the latest
+ * verdict for the per-command checks, logs each change and sets the gauges:
+ * spool_filesystem_free_bytes, _size_bytes, _free_ratio{resource}, spool_space_low.
  */
 import fs from 'node:fs/promises';
 import type { SpoolConfig } from '../config/schema.js';
@@ -40,6 +41,8 @@ export interface SpaceVerdict {
 export class SpoolFullError extends Error {}
 
 const SPACE_ERRORS = new Set(['ENOSPC', 'EDQUOT']);
+/** Allocation unit assumed for the estimate in afterWrite (the common file system block). */
+const BLOCK = 4096;
 
 /** true for the errors a full file system (or quota) gives on open, write or fsync. */
 export function isOutOfSpace(err: unknown): boolean {
@@ -109,6 +112,9 @@ export class SpaceMonitor {
   private timer: NodeJS.Timeout | undefined;
   private reading: Promise<SpaceVerdict> | undefined;
   private queued: Promise<SpaceVerdict> | undefined;
+  /** Bytes and files written since the latest reading began (see afterWrite). */
+  private writtenSince = 0;
+  private filesSince = 0;
   private readonly read: (dir: string) => Promise<SpaceReading>;
 
   constructor(private readonly opts: SpaceMonitorOptions) {
@@ -137,6 +143,28 @@ export class SpaceMonitor {
   }
 
   /**
+   * The verdict once `bytes` more were written (a message, before its fdatasync). Without a statfs when
+   * the latest reading, less everything written since it began, still leaves that much above the floor:
+   * most messages cost no system call here; near the floor each one gets a fresh reading.
+   */
+  afterWrite(bytes: number): Promise<SpaceVerdict> {
+    // what a file costs on disk at most: whole blocks, plus one for its directory entry and state
+    this.writtenSince += Math.ceil(bytes / BLOCK) * BLOCK + BLOCK;
+    this.filesSince += 2;
+    const r = this.last;
+    const floor = this.opts.floor();
+    if (floor.minFreeSpacePercent === 0 && floor.minFreeInodesPercent === 0)
+      return Promise.resolve(this.verdict);
+    if (r && !this.verdict.low) {
+      const bytesLeft = r.freeBytes - this.writtenSince - (r.sizeBytes * floor.minFreeSpacePercent) / 100;
+      const inodesLeft =
+        r.inodes > 0 ? r.freeInodes - this.filesSince - (r.inodes * floor.minFreeInodesPercent) / 100 : 1;
+      if (bytesLeft > 0 && inodesLeft > 0) return Promise.resolve(this.verdict);
+    }
+    return this.refresh();
+  }
+
+  /**
    * A verdict from a statfs that began after this call (concurrent callers share the next one, as in
    * GroupSync). A failed statfs keeps the last verdict.
    */
@@ -160,6 +188,9 @@ export class SpaceMonitor {
   }
 
   private async readOnce(): Promise<SpaceVerdict> {
+    // what is written from now on may not be in this reading: counted against the next one
+    this.writtenSince = 0;
+    this.filesSince = 0;
     let r: SpaceReading;
     try {
       r = await this.read(this.opts.dir);

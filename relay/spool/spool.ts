@@ -294,7 +294,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       await fh.writev(pending);
       if (!opts.useReserve) {
         // Re-checked with this message on disk: a burst of large messages must not eat the reserve.
-        const after = await this.space.refresh();
+        const after = await this.space.afterWrite(header.length + size + TRAILER_LENGTH);
         if (after.low) throw new SpoolFullError(after.reason);
       }
       await fh.datasync();

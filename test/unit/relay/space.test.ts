@@ -104,12 +104,26 @@ describe('the spool below its floor', () => {
     spool = await Spool.open({
       dir,
       floor: () => floor,
-      // above the floor before the message; below it once the message is on disk
-      readSpace: () => Promise.resolve(reading({ freeBytes: ++reads > 1 ? 9 * MiB : 11 * MiB })),
+      // just above the floor before the message; below it once the message is on disk
+      readSpace: () => Promise.resolve(reading({ freeBytes: ++reads > 1 ? 9 * MiB : 10 * MiB + 4096 })),
     });
     expect(spool.spaceProblem()).toBeUndefined();
     await expect(spool.accept(envelope, body())).rejects.toThrow(/low on space/);
     expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([]);
     expect(spool.count).toBe(0);
+  });
+
+  test('far above the floor a message costs no statfs of its own', async () => {
+    let reads = 0;
+    await spool.close();
+    spool = await Spool.open({
+      dir,
+      floor: () => floor,
+      readSpace: () => (reads++, Promise.resolve(reading())),
+    });
+    const before = reads;
+    for (let i = 0; i < 5; i++) await spool.accept(envelope, body());
+    expect(reads - before).toBeLessThanOrEqual(1); // at most the once-a-second poll
+    expect(spool.count).toBe(5);
   });
 });
