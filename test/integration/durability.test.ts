@@ -46,6 +46,7 @@ interface Acked {
 
 let dns: TestDnsServer;
 let relay: RelayProcess;
+let dir: string;
 let calls: Syscall[];
 let spool: string;
 const acked: Acked[] = [];
@@ -72,7 +73,7 @@ async function submit(client: SmtpClient, n: number): Promise<Acked> {
 
 beforeAll(async () => {
   execFileSync('strace', ['-f', '-o', '/dev/null', 'true']); // fails clearly if strace cannot trace here
-  const dir = await fs.realpath(await fs.mkdtemp(path.join('/tmp', 'mailfleet-durability-')));
+  dir = await fs.realpath(await fs.mkdtemp(path.join('/tmp', 'mailfleet-durability-')));
   const trace = path.join(dir, 'strace.out');
   dns = await startDnsServer({ records: [mx('x.test', 'mail.x.test'), a('mail.x.test', '127.0.0.1')] });
   relay = await startRelay({
@@ -117,6 +118,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await relay?.kill();
   await dns?.stop();
+  if (dir) await fs.rm(dir, { recursive: true, force: true }); // the trace is megabytes
 });
 
 /** What is missing or out of order for one acknowledged message (empty: durable before its 250). */
