@@ -23,12 +23,29 @@ module.exports = {
     },
     {
       ...common,
+      displayName: 'image',
+      testMatch: ['<rootDir>/test/image/**/*.test.ts'],
+      // Builds (or reuses) the image with scripts/image.sh; the tests run it with podman.
+      globalSetup: '<rootDir>/test/image/global-setup.cjs',
+      globalTeardown: '<rootDir>/test/image/global-teardown.cjs',
+    },
+    {
+      ...common,
       displayName: 'e2e',
       testMatch: ['<rootDir>/test/e2e/**/*.test.ts'],
       // One control plane (test/cluster/) for all e2e files; needs `npm run cluster:build` first.
       globalSetup: '<rootDir>/test/e2e/global-setup.ts',
       globalTeardown: '<rootDir>/test/e2e/global-teardown.ts',
-      testTimeout: 180_000,
+      setupFilesAfterEnv: ['<rootDir>/test/helpers/e2e-timeout.cjs'],
+    },
+    {
+      ...common,
+      displayName: 'node',
+      testMatch: ['<rootDir>/test/node/**/*.test.ts'],
+      // A control plane with a real node running the image from the Dockerfile (test/cluster/node.ts).
+      globalSetup: '<rootDir>/test/node/global-setup.ts',
+      globalTeardown: '<rootDir>/test/node/global-teardown.ts',
+      setupFilesAfterEnv: ['<rootDir>/test/helpers/e2e-timeout.cjs'],
     },
   ],
 };

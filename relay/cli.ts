@@ -9,6 +9,9 @@
  *
  * Subcommands are a table (COMMANDS): `queue …` and `drain` are added next to these.
  *
+ * $MAILFLEET_RELAY_CONFIG names the config file for every command given no --config. The operator sets
+ * it in relay pods, so `kubectl exec POD -- mailfleet-relay queue list` finds the admin port and token.
+ *
  * Signals while running: SIGTERM/SIGINT stop gracefully (exit 0; a second one exits at once),
  * SIGHUP reloads the configuration.
  * Exit codes: 0 ok, 1 failure at run time, 2 usage, 78 invalid configuration (EX_CONFIG).
@@ -24,6 +27,7 @@ import { buildRuntime, RuntimeError } from './runtime.js';
 import { drainCommand, queueCommand } from './delivery/cli.js';
 
 const EXIT_USAGE = 2;
+export const CONFIG_ENV = 'MAILFLEET_RELAY_CONFIG';
 const EXIT_CONFIG = 78;
 
 const USAGE = `Usage: mailfleet-relay [command] [options]
@@ -36,7 +40,7 @@ Commands:
   drain             make a running relay stop accepting and empty its queue (drain --help)
 
 Options:
-  --config FILE             YAML configuration (default: the embedded default config:
+  --config FILE             YAML configuration (default: $MAILFLEET_RELAY_CONFIG, else the embedded default config:
                             relay listener on 127.0.0.1:${DEFAULT_PORTS.relay}, admin on 127.0.0.1:${DEFAULT_PORTS.admin}, spool in ./.spool)
   --shutdown-grace SECONDS  on SIGTERM, how long transactions in flight may take to finish (default 30)
   --watch-interval-ms MS    how often to check the config and its files for changes (default 1000; 0 = never)
@@ -236,7 +240,14 @@ async function hashPasswordCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** `args` with `--config $MAILFLEET_RELAY_CONFIG` added when it is set and args name no config. */
+function withConfigFromEnv(args: string[], env: NodeJS.ProcessEnv): string[] {
+  const file = env[CONFIG_ENV];
+  if (!file || args.some((a) => a === '--config' || a.startsWith('--config='))) return args;
+  return [...args, '--config', file];
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [first, ...rest] = argv;
   if (first === '-h' || first === '--help' || first === 'help') {
     console.log(USAGE);
@@ -245,12 +256,12 @@ export async function main(argv: string[]): Promise<number> {
   if (first && !first.startsWith('-')) {
     const command = COMMANDS[first];
     if (!command) return usageError(`unknown command "${first}"`);
-    return command(rest);
+    return command(first === 'hash-password' ? rest : withConfigFromEnv(rest, env));
   }
-  return runCommand(argv);
+  return runCommand(withConfigFromEnv(argv, env));
 }
 
-main(process.argv.slice(2)).then(
+main(process.argv.slice(2), process.env).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error('mailfleet-relay:', err);

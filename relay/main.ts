@@ -4,7 +4,8 @@
  *
  *   config ─► runtime (domains, users, TLS)  ─┐
  *   spool (opened, swept) ────────────────────┼─► SMTP listeners ─► sessions ─► spool.accept ─► 250
- *   DNS resolver, rate limiter, AUTH throttle ┘
+ *   DNS resolver, rate limiter, AUTH throttle ┤
+ *   per-client connection limits ─────────────┘
  *   admin HTTP: /metrics /healthz /readyz (+ routes added by delivery: /drain, /queue)
  *   watcher: config file + referenced files ─► reload() ─► new runtime swapped in (or rejected)
  *
@@ -29,6 +30,7 @@ import { ConfigWatcher } from './config/watch.js';
 import { MailResolver } from './dns/resolver.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './metrics.js';
+import { ClientConnectionLimits } from './policy/client-limits.js';
 import { RateLimiter } from './policy/rate-limit.js';
 import { buildRuntime, restartRequired, type Runtime } from './runtime.js';
 import {
@@ -100,6 +102,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     log: log.child({ component: 'smtp' }),
     rateLimiter: new RateLimiter(),
     throttle: new AuthThrottle(() => runtime.config.auth?.throttle ?? fallbackThrottle),
+    clientLimits: new ClientConnectionLimits(),
     connectionCount: () => connectionCount(listeners),
     stopping: () => stopping || draining,
     inflight,

@@ -22,6 +22,7 @@ export const MessageRejectReasons = [
   'draining',
   'bad_protocol',
   'spool_full',
+  'bad_content',
 ] as const;
 /** Why a recipient was refused at RCPT TO. */
 export const RecipientRejectReasons = [
@@ -32,6 +33,17 @@ export const RecipientRejectReasons = [
   'no_mail_host',
   'dns_tempfail',
   'spool_full',
+  'bad_protocol',
+] as const;
+/** Why a connection was refused before (or instead of) its SMTP session. */
+export const ConnectionRefusedReasons = [
+  'shutting_down',
+  'max_connections',
+  'client_not_allowed',
+  'client_connections',
+  'client_connection_rate',
+  'proxy_header_invalid',
+  'proxy_header_untrusted',
 ] as const;
 export const AuthResults = ['success', 'failure', 'throttled', 'locked_out', 'not_allowed'] as const;
 export const DeliveryResults = ['delivered', 'deferred', 'bounced'] as const;
@@ -45,6 +57,7 @@ export const SpoolFsResources = ['space', 'inodes'] as const;
 
 export type MessageRejectReason = (typeof MessageRejectReasons)[number];
 export type RecipientRejectReason = (typeof RecipientRejectReasons)[number];
+export type ConnectionRefusedReason = (typeof ConnectionRefusedReasons)[number];
 export type AuthResult = (typeof AuthResults)[number];
 export type DeliveryResult = (typeof DeliveryResults)[number];
 export type SpoolState = (typeof SpoolStates)[number];
@@ -61,6 +74,18 @@ export class RelayMetrics {
     name: 'mailfleet_relay_connections_total',
     help: 'SMTP connections, by listener and whether they were accepted or refused at connect.',
     labelNames: ['listener', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly connectionsRefused = new Counter({
+    name: 'mailfleet_relay_connections_refused_total',
+    help: 'SMTP connections refused, by listener and reason (each refusal once; connections_total counts it as refused too).',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly proxyHeaders = new Counter({
+    name: 'mailfleet_relay_proxy_headers_total',
+    help: 'PROXY protocol headers accepted from trusted proxies, by listener and protocol version (1, 2).',
+    labelNames: ['listener', 'version'] as const,
     registers: [this.registry],
   });
   readonly sessionsInFlight = new Gauge({

@@ -7,7 +7,7 @@
  * the field — when any of them is unusable, so a half-applied configuration never exists.
  */
 import type { LoadedConfig } from './config/load.js';
-import type { RelayConfig } from './config/schema.js';
+import { ListenerNames, type ListenerName, type RelayConfig } from './config/schema.js';
 import { UsersDb, UsersFileError } from './auth/users.js';
 import { parseNetworks, type Network } from './policy/network.js';
 import { buildDomainIndex, type DomainIndex } from './policy/sender.js';
@@ -21,6 +21,10 @@ export interface Runtime {
   readonly domains: DomainIndex;
   /** listeners.relay.allowedNetworks, parsed. */
   readonly relayNetworks: readonly Network[];
+  /** limits.exemptNetworks, parsed: clients exempt from the per-client limits. */
+  readonly exemptNetworks: readonly Network[];
+  /** listeners.<name>.proxyProtocol.trustedProxies, parsed (absent: the listener trusts no proxy). */
+  readonly trustedProxies: Partial<Record<ListenerName, readonly Network[]>>;
   readonly users: UsersDb;
   readonly tls?: TlsMaterial;
   /** AUTH name of the peer-relay identity (handoff.username, default mailfleet-handoff). */
@@ -59,6 +63,13 @@ export async function buildRuntime(loaded: LoadedConfig, previous?: Runtime): Pr
     config,
     domains: buildDomainIndex(config.domains),
     relayNetworks: parseNetworks(config.listeners.relay?.allowedNetworks ?? []).networks,
+    exemptNetworks: parseNetworks(config.limits.exemptNetworks).networks,
+    trustedProxies: Object.fromEntries(
+      ListenerNames.flatMap((name) => {
+        const proxy = config.listeners[name]?.proxyProtocol;
+        return proxy ? [[name, parseNetworks(proxy.trustedProxies).networks]] : [];
+      }),
+    ),
     users,
     tls: tlsMaterial,
     handoffUser: config.handoff?.username ?? DEFAULT_HANDOFF_USER,

@@ -66,6 +66,21 @@ go_version() {
   have="${have#go}"
   [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" = "$want" ]
 }
+# The real node of the e2e cluster (test/cluster/node.ts): containerd and its ctr, runc, the CNI plugins
+# the node's network uses, iptables for kube-proxy inside a network namespace of its own, iproute2 and
+# nsenter to make and enter that namespace, umoci to pack the node's own images; all of it as root.
+container_runtime() {
+  command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 && runc --version >/dev/null 2>&1
+}
+cni_plugins() { local p; for p in bridge host-local portmap loopback; do [ -x "/usr/lib/cni/$p" ] || return 1; done; }
+netns_iptables() {
+  [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null 2>&1 && unshare --net sh -c 'ip link set lo up && iptables -w -t nat -N MAILFLEET_CHECK' >/dev/null 2>&1
+}
+umoci_present() { command -v umoci >/dev/null 2>&1; }
+# overlayfs for containerd's snapshots and cgroup hierarchies for the kubelet: the kernel's, not a package.
+kernel_features() { grep -qw overlay /proc/filesystems && grep -q ' cgroup' /proc/self/mountinfo; }
+# The image tests (test/image) run the image with podman and enter its network namespace with nsenter.
+podman_nsenter() { podman info >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1; }
 # Free space where the cold builds (Go's module and build caches, ~/.cache/mailfleet) and the tests'
 # spools and cluster state (/tmp) go. Measured cold: about 6 GiB for the caches.
 free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
@@ -83,6 +98,12 @@ requirements=(
   "immutable_files|e2fsprogs|chattr +i making a file impossible to unlink under ${TMPDIR:-/tmp}"
   "small_tmpfs||mounting a size-limited tmpfs (run the tests as root with CAP_SYS_ADMIN)"
   "strace_follows|strace|strace able to trace a process and its threads here (strace -f -yy --seccomp-bpf)"
+  "container_runtime|containerd runc|containerd, ctr and runc (the real node)"
+  "cni_plugins|containernetworking-plugins|the CNI plugins bridge, host-local, portmap and loopback in /usr/lib/cni (the real node)"
+  "netns_iptables|iptables iproute2 util-linux|root, and iptables working inside a new network namespace (the real node)"
+  "umoci_present|umoci|umoci (packs the real node's images)"
+  "kernel_features||a kernel with overlayfs and cgroups mounted (the real node)"
+  "podman_nsenter|podman util-linux|podman that runs containers (podman info) and nsenter"
   "go_version||Go $(awk '$1 == "go" { print $2; exit }' "$here/test/cluster/go.mod") or newer (https://go.dev/dl/, with the Go module proxy reachable)"
   "disk_space||8 GiB free under ${XDG_CACHE_HOME:-$HOME/.cache} and 2 GiB under ${TMPDIR:-/tmp}"
 )

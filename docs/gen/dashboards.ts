@@ -321,6 +321,29 @@ export function relayDashboard() {
       ],
       true,
     ),
+    timeseries(
+      'Connections refused by reason',
+      'Connections refused at connect: shutting down, the relay-wide or a per-client limit, a client outside allowedNetworks, a bad or untrusted PROXY header.',
+      'cps',
+      [
+        {
+          expr: `sum by (reason) (${rate('mailfleet_relay_connections_refused_total')})`,
+          legend: '{{reason}}',
+        },
+      ],
+      true,
+    ),
+    timeseries(
+      'PROXY protocol headers',
+      'Headers accepted from trusted proxies, by listener and version; refusals are under Connections refused.',
+      'cps',
+      [
+        {
+          expr: `sum by (listener, version) (${rate('mailfleet_relay_proxy_headers_total')})`,
+          legend: '{{listener}} v{{version}}',
+        },
+      ],
+    ),
     timeseries('Authentication', 'SMTP AUTH attempts by result.', 'reqps', [
       { expr: `sum by (result) (${rate('mailfleet_relay_auth_attempts_total')})`, legend: '{{result}}' },
     ]),

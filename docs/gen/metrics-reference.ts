@@ -7,6 +7,7 @@ import type { Registry } from 'prom-client';
 import {
   AuthResults,
   ConfigReloadResults,
+  ConnectionRefusedReasons,
   DeliveryResults,
   DkimFailureOutcomes,
   DnsQueryResults,
@@ -57,6 +58,7 @@ export function seriesNames(m: { name: string; type: string }): string[] {
 }
 
 const LABEL_VALUES: Record<string, string> = {
+  'mailfleet_relay_connections_refused_total/reason': ConnectionRefusedReasons.join(', '),
   'mailfleet_relay_messages_rejected_total/reason': MessageRejectReasons.join(', '),
   'mailfleet_relay_recipients_rejected_total/reason': RecipientRejectReasons.join(', '),
   'mailfleet_relay_auth_attempts_total/result': AuthResults.join(', '),

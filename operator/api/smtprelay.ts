@@ -26,12 +26,32 @@ import {
   type Static,
 } from './schema.js';
 
+/** An IPv4 or IPv6 network in CIDR notation (the relay checks it fully; this catches typos early). */
+const CidrString = (description: string) =>
+  Str({ description, minLength: 3, maxLength: 64, pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$' });
+
 const Port = (description: string, dflt: number) =>
   Int({ description, minimum: 1, maximum: 65535, default: dflt });
+
+export const ProxyProtocolSpec = Obj(
+  {
+    trustedProxies: Arr(CidrString('A proxy network in CIDR notation.'), {
+      description:
+        'Addresses (CIDR) of the load balancer or L4 proxy in front of the relay, e.g. the load balancer subnet. Connections from them must start with a PROXY protocol v1 or v2 header (else 421 4.7.0); the client address in it is what allowedNetworks, the per-client limits, the AUTH throttle, logs and Received headers use. A PROXY header from any other address is refused (554 5.7.1). Must not cover addresses that connect directly: the relay pods themselves (peers hand over mail on submission while draining) or in-cluster applications.',
+      minItems: 1,
+      maxItems: 256,
+    }),
+  },
+  {
+    description:
+      'Accept the PROXY protocol on this listener (opt-in), from trusted proxies only. Use it when a load balancer or proxy that speaks it (HAProxy send-proxy, AWS NLB proxy protocol v2, ...) hides client addresses.',
+  },
+);
 
 const Listener = (what: string, enabledByDefault: boolean, port: number) => ({
   enabled: Bool({ description: `Run the ${what} listener.`, default: enabledByDefault }),
   port: Port(`Container and Service port of the ${what} listener.`, port),
+  proxyProtocol: Optional(ProxyProtocolSpec),
 });
 
 export const Listeners = Obj(
@@ -225,8 +245,26 @@ export const LimitsSpec = Obj(
       default: 1200,
     }),
     maxConnections: Int({ description: 'Concurrent SMTP connections per pod.', minimum: 1, default: 2000 }),
+    maxConnectionsPerClient: Int({
+      description:
+        'Concurrent SMTP connections per pod from one client address (IPv6: one /64); more get 421 4.7.0 (0: unlimited).',
+      minimum: 0,
+      default: 100,
+    }),
+    connectionsPerMinutePerClient: Int({
+      description:
+        'New SMTP connections per minute per pod from one client address (IPv6: one /64), a burst of that many allowed; past it 421 4.7.0 (0: unlimited).',
+      minimum: 0,
+      default: 1200,
+    }),
+    exemptNetworks: Arr(CidrString('A client network in CIDR notation.'), {
+      description:
+        'Client networks (CIDR) exempt from the per-client limits (connections, connection rate, messages per minute per client). Default: loopback, the pod itself.',
+      default: ['127.0.0.0/8', '::1/128'],
+      maxItems: 256,
+    }),
   },
-  { description: 'Message, recipient and rate limits, applied per pod.', default: {} },
+  { description: 'Message, recipient, rate and connection limits, applied per pod.', default: {} },
 );
 
 export const MonitoringSpec = Obj(
@@ -323,8 +361,24 @@ export const SmtpRelaySpec = Obj(
         annotations: Optional(
           StringMap({ description: 'Annotations on the client Service (e.g. load balancer settings).' }),
         ),
+        externalTrafficPolicy: Optional(
+          Enum(['Cluster', 'Local'] as const, {
+            description:
+              'externalTrafficPolicy of a NodePort or LoadBalancer client Service. Local keeps the client address (no SNAT to the node) so the relay sees it, but only nodes running a relay pod receive traffic; Cluster (the Kubernetes default) spreads traffic over all nodes and hides client addresses behind node addresses.',
+          }),
+        ),
       },
-      { description: 'The client Service in front of the pods.', default: {} },
+      {
+        description: 'The client Service in front of the pods.',
+        default: {},
+        'x-kubernetes-validations': [
+          {
+            rule: "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+            message: 'externalTrafficPolicy applies only to a NodePort or LoadBalancer Service',
+            reason: 'FieldValueForbidden',
+          },
+        ],
+      },
     ),
     tls: TlsSpec,
     users: Arr(SmtpUser, {

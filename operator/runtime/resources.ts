@@ -29,6 +29,7 @@ export const Kinds = {
   ConfigMap: r('', 'v1', 'ConfigMap', 'configmaps'),
   Service: r('', 'v1', 'Service', 'services'),
   Pod: r('', 'v1', 'Pod', 'pods'),
+  PersistentVolumeClaim: r('', 'v1', 'PersistentVolumeClaim', 'persistentvolumeclaims'),
   Event: r('', 'v1', 'Event', 'events'),
   StatefulSet: r('apps', 'v1', 'StatefulSet', 'statefulsets'),
   PodDisruptionBudget: r('policy', 'v1', 'PodDisruptionBudget', 'poddisruptionbudgets'),

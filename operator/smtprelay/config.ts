@@ -98,15 +98,16 @@ export function renderRelayConfig(input: ConfigInput): RelayConfig {
   const { spec } = input.relay;
   const l = spec.listeners;
   const listeners: RelayConfig['listeners'] = {};
-  if (l.submission.enabled) listeners.submission = { address: '0.0.0.0', port: l.submission.port };
-  if (l.smtps.enabled) listeners.smtps = { address: '0.0.0.0', port: l.smtps.port };
-  if (l.relay.enabled) {
-    listeners.relay = {
-      address: '0.0.0.0',
-      port: l.relay.port,
-      allowedNetworks: [...l.relay.allowedNetworks],
-    };
-  }
+  const base = (listener: { port: number; proxyProtocol?: { trustedProxies: string[] } }) => ({
+    address: '0.0.0.0',
+    port: listener.port,
+    ...(listener.proxyProtocol
+      ? { proxyProtocol: { trustedProxies: [...listener.proxyProtocol.trustedProxies] } }
+      : {}),
+  });
+  if (l.submission.enabled) listeners.submission = base(l.submission);
+  if (l.smtps.enabled) listeners.smtps = base(l.smtps);
+  if (l.relay.enabled) listeners.relay = { ...base(l.relay), allowedNetworks: [...l.relay.allowedNetworks] };
   const route = spec.delivery.route;
   return {
     hostname: spec.delivery.heloName ?? serviceHost(input.relay),

@@ -54,6 +54,8 @@ export const RBAC: PolicyRule[] = [
   { apiGroups: [''], resources: ['secrets', 'configmaps', 'services'], verbs: crud },
   { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch', 'delete'] },
   { apiGroups: ['apps'], resources: ['statefulsets'], verbs: crud },
+  // The queue claims of a relay whose deletion drain finished (they are empty then).
+  { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['delete'] },
   { apiGroups: ['policy'], resources: ['poddisruptionbudgets'], verbs: crud },
   { apiGroups: ['monitoring.coreos.com'], resources: ['servicemonitors'], verbs: crud },
   { apiGroups: ['cert-manager.io'], resources: ['certificates'], verbs: crud },
@@ -392,13 +394,16 @@ export class SmtpRelayReconciler {
       ]?.toString('utf8') ?? '';
     const plan = skip || !sts ? undefined : await this.plan(relay, sts, pods, token, true);
     if (!plan || plan.drained) {
+      // Drained queues are empty: their claims go too (the StatefulSet keeps them on deletion, so that a
+      // deletion that skips the drain, or finds no StatefulSet, strands no mail).
+      if (plan && sts) await this.deleteQueueClaims(relay, sts);
       ctx.events.record(
         relay as unknown as KubeObject,
         'Normal',
         'Deleted',
         skip
           ? 'deleted without draining (skip-drain annotation); queue volumes are kept'
-          : 'all pods drained; deleting',
+          : 'all pods drained; deleting them and their queue volumes',
       );
       await this.removeFinalizer(relay);
       ctx.refs.delete(`SmtpRelay:${namespace}/${name}`);
@@ -427,6 +432,18 @@ export class SmtpRelayReconciler {
     return plan.problems.length
       ? { retry: true }
       : { requeueAfterMs: this.opts.drainPollMs || DRAIN_POLL_FALLBACK_MS };
+  }
+
+  /** Deletes the queue claims of every ordinal the StatefulSet has (queue-<statefulset>-<ordinal>). */
+  private async deleteQueueClaims(relay: SmtpRelay, sts: KubeObject) {
+    const replicas = (sts.spec as { replicas?: number } | undefined)?.replicas ?? 0;
+    const stsName = names(relay.metadata.name).statefulSet;
+    for (let i = 0; i < replicas; i++)
+      await this.ctx.api.delete(
+        Kinds.PersistentVolumeClaim,
+        relay.metadata.namespace,
+        `queue-${stsName}-${i}`,
+      );
   }
 
   private async removeFinalizer(relay: SmtpRelay) {

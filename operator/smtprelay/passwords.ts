@@ -15,7 +15,23 @@ import {
   verifyPassword,
 } from '../../relay/auth/passwords.js';
 
-export const generatePassword = () => randomBytes(24).toString('base64url');
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+/** Bytes below this map evenly onto ALPHABET (248 = 4 × 62); the rest are drawn again. */
+const UNBIASED_BELOW = 256 - (256 % ALPHABET.length);
+
+/**
+ * 32 letters and digits (about 190 bits). Only those: a password from base64url may start with "-",
+ * which command-line tools read as an option (swaks --auth-password -Xyz failed on the real-node test).
+ */
+export function generatePassword(length = 32): string {
+  let out = '';
+  while (out.length < length) {
+    for (const b of randomBytes(length)) {
+      if (b < UNBIASED_BELOW && out.length < length) out += ALPHABET[b % ALPHABET.length];
+    }
+  }
+  return out;
+}
 
 const verified = new Map<string, boolean>();
 const MEMO_LIMIT = 10_000;

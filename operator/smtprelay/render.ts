@@ -74,16 +74,30 @@ export function listenerPorts(relay: SmtpRelay): ListenerPort[] {
 
 const ADMIN_PORT_NAME = 'admin';
 
+/**
+ * The relay runs as a non-root user with every capability dropped, so it may bind a port below 1024 (587,
+ * 465, 25) only where the pod's network namespace allows unprivileged users to. containerd 2 and Docker
+ * set that up for every pod, containerd 1.6/1.7 do not (the relay then exits with EACCES, as it did on
+ * the test cluster's real node): the pod asks for it itself. net.ipv4.ip_unprivileged_port_start is one
+ * of the kubelet's safe sysctls (allowed by default and by Pod Security "restricted"), scoped to the pod.
+ */
+export function unprivilegedPortSysctls(ports: readonly number[]): { name: string; value: string }[] {
+  return ports.some((p) => p < 1024) ? [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] : [];
+}
+
 export function renderStatefulSet(input: RenderInput): KubeObject {
   const { relay } = input;
   const { spec } = relay;
   const n = names(relay.metadata.name);
   const adminPort = spec.monitoring.metricsPort;
+  const sysctls = unprivilegedPortSysctls([...listenerPorts(relay).map((p) => p.port), adminPort]);
   const container = {
     name: 'relay',
     image: spec.image ?? input.image,
     ...(spec.imagePullPolicy ? { imagePullPolicy: spec.imagePullPolicy } : {}),
     command: ['mailfleet-relay', '--config', PATHS.configFile],
+    // For `kubectl exec POD -- mailfleet-relay queue …`: the queue tools read the admin port and token from it.
+    env: [{ name: 'MAILFLEET_RELAY_CONFIG', value: PATHS.configFile }],
     ports: [
       ...listenerPorts(relay).map((p) => ({ name: p.name, containerPort: p.port, protocol: 'TCP' })),
       { name: ADMIN_PORT_NAME, containerPort: adminPort, protocol: 'TCP' },
@@ -137,6 +151,7 @@ export function renderStatefulSet(input: RenderInput): KubeObject {
         fsGroup: 65532,
         fsGroupChangePolicy: 'OnRootMismatch',
         seccompProfile: { type: 'RuntimeDefault' },
+        ...(sysctls.length ? { sysctls } : {}),
       },
       ...(spec.imagePullSecrets ? { imagePullSecrets: spec.imagePullSecrets } : {}),
       ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
@@ -168,7 +183,8 @@ export function renderStatefulSet(input: RenderInput): KubeObject {
       podManagementPolicy: 'Parallel',
       updateStrategy: { type: 'RollingUpdate' },
       // Pods are drained before a scale-down removes them, so their volumes are empty: delete them. On
-      // deletion of the SmtpRelay the claims are kept, in case the drain was skipped.
+      // deletion of the SmtpRelay the StatefulSet keeps them; the operator deletes them once the deletion
+      // drain has emptied them (not when the drain was skipped).
       persistentVolumeClaimRetentionPolicy: { whenScaled: 'Delete', whenDeleted: 'Retain' },
       selector: { matchLabels: selectorLabels(relay) },
       template: pod,
@@ -203,7 +219,14 @@ function services(relay: SmtpRelay): KubeObject[] {
       ...meta(relay, n.clientService, { [LABELS.service]: 'client' }),
       ...(relay.spec.service.annotations ? { annotations: relay.spec.service.annotations } : {}),
     },
-    spec: { type: relay.spec.service.type, selector: selectorLabels(relay), ports },
+    spec: {
+      type: relay.spec.service.type,
+      ...(relay.spec.service.externalTrafficPolicy
+        ? { externalTrafficPolicy: relay.spec.service.externalTrafficPolicy }
+        : {}),
+      selector: selectorLabels(relay),
+      ports,
+    },
   };
   const headless: KubeObject = {
     apiVersion: 'v1',

@@ -5,7 +5,8 @@
  *
  * Cross-field rules the schema cannot express:
  *  - at least one listener; submission and smtps need `tls` and `auth`;
- *  - relay.allowedNetworks entries are CIDRs without host bits;
+ *  - relay.allowedNetworks, limits.exemptNetworks and every proxyProtocol.trustedProxies entry are
+ *    CIDRs without host bits;
  *  - a route with mode smarthost has a `smarthost` (delivery.route and every domain's route);
  *  - domain names are unique (case-insensitive, IDNs compared as A-labels);
  *  - no two listeners (admin included) bind the same address and port;
@@ -115,6 +116,19 @@ function smarthostChecks(route: RouteConfig | undefined, at: Segment[], problems
     problems.push(`${fieldPath([...at, 'smarthost'])}: required when mode is smarthost`);
 }
 
+/** Every CIDR list: allowedNetworks, exemptNetworks, each listener's trusted proxies. */
+function networkProblems(c: RelayConfig): string[] {
+  const lists: [string, readonly string[] | undefined][] = [
+    ['listeners.relay.allowedNetworks', c.listeners.relay?.allowedNetworks],
+    ['limits.exemptNetworks', c.limits.exemptNetworks],
+    ...(['submission', 'smtps', 'relay'] as const).map((name): [string, readonly string[] | undefined] => [
+      `listeners.${name}.proxyProtocol.trustedProxies`,
+      c.listeners[name]?.proxyProtocol?.trustedProxies,
+    ]),
+  ];
+  return lists.flatMap(([field, cidrs]) => parseNetworks(cidrs ?? []).errors.map((e) => `${field}${e}`));
+}
+
 /** Cross-field rules (see the module header). Returns problems without line numbers. */
 export function crossFieldProblems(c: RelayConfig): string[] {
   const problems: string[] = [];
@@ -129,10 +143,7 @@ export function crossFieldProblems(c: RelayConfig): string[] {
     if (!c.tls) problems.push(`listeners.${name}: needs the tls section (certificate and key)`);
     if (!c.auth) problems.push(`listeners.${name}: needs the auth section (users file)`);
   }
-  if (relay) {
-    for (const err of parseNetworks(relay.allowedNetworks).errors)
-      problems.push(`listeners.relay.allowedNetworks${err}`);
-  }
+  problems.push(...networkProblems(c));
   smarthostChecks(c.delivery.route, ['delivery', 'route'], problems);
   const seen = new Map<string, number>();
   c.domains.forEach((d, i) => {
@@ -207,7 +218,9 @@ export function validateConfig(
 ): LoadedConfig {
   const locate = opts.locate ?? (() => '');
   if (raw === null || raw === undefined || typeof raw !== 'object' || Array.isArray(raw))
-    throw new ConfigError(opts.source, ['the configuration must be a YAML mapping (key: value)']);
+    throw new ConfigError(opts.source, [
+      `${locate([])}the configuration must be a YAML mapping (key: value)`,
+    ]);
   const value = structuredClone(raw);
   Value.Default(RelayConfig, value);
   const schemaProblems = [...Value.Errors(RelayConfig, value)].flatMap((e) =>

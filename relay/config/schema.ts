@@ -37,9 +37,25 @@ const Seconds = (description: string, dflt: number) =>
 export const ListenerNames = ['submission', 'smtps', 'relay'] as const;
 export type ListenerName = (typeof ListenerNames)[number];
 
+export const ProxyProtocol = Type.Object(
+  {
+    trustedProxies: Type.Array(Cidr, {
+      minItems: 1,
+      description:
+        'Addresses (CIDR) of the load balancers or proxies in front of this listener. A connection from them must start with a PROXY protocol v1 or v2 header within 5 s (else 421 4.7.0 and closed), and the client address it carries is the one allowedNetworks, the per-client limits, the AUTH throttle, logs and Received headers use. Anyone else is served as a direct client, and refused (554 5.7.1) if it sends a PROXY header. Must not cover clients that connect directly (peer relays handing over mail, in-cluster applications).',
+    }),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Accept the PROXY protocol (HAProxy, v1 and v2) on this listener from trusted proxies only. Absent: no proxy is trusted, and a PROXY header from anyone is refused.',
+  },
+);
+
 const ListenerBase = {
   address: Type.String({ ...Address, default: '0.0.0.0' }),
   port: ListenPort,
+  proxyProtocol: Type.Optional(ProxyProtocol),
 };
 
 export const SubmissionListener = Type.Object(
@@ -108,7 +124,8 @@ export const AuthThrottle = Type.Object(
     lockoutAfterFailures: Type.Integer({
       minimum: 1,
       default: 10,
-      description: 'Failed attempts after which the client address is refused AUTH temporarily (454 4.7.0).',
+      description:
+        'Failed attempts after which the client address is refused AUTH temporarily (454 4.7.0). Checks in flight count toward it: at most this many passwords are checked before the lockout, however many connections try at once.',
     }),
     lockout: Seconds('How long a locked-out client address stays refused', 300),
     window: Seconds('Failures older than this are forgotten', 900),
@@ -241,12 +258,30 @@ export const Limits = Type.Object(
     messagesPerMinutePerClient: Type.Integer({
       minimum: 0,
       default: 1200,
-      description: 'Messages per minute one client address may submit (0: unlimited); past it 450 4.7.1.',
+      description:
+        'Messages per minute one client address (IPv6: one /64) may submit (0: unlimited); past it 450 4.7.1.',
     }),
     maxConnections: Type.Integer({
       minimum: 1,
       default: 2000,
       description: 'Concurrent SMTP connections across all listeners; more get 421 4.3.2.',
+    }),
+    maxConnectionsPerClient: Type.Integer({
+      minimum: 0,
+      default: 100,
+      description:
+        'Concurrent SMTP connections from one client address (IPv6: one /64), across all listeners (0: unlimited); more get 421 4.7.0 at connect. Keep it well below maxConnections, so one address cannot take every slot.',
+    }),
+    connectionsPerMinutePerClient: Type.Integer({
+      minimum: 0,
+      default: 1200,
+      description:
+        'New SMTP connections per minute from one client address (IPv6: one /64), a burst of that many allowed (0: unlimited); past it 421 4.7.0 at connect.',
+    }),
+    exemptNetworks: Type.Array(Cidr, {
+      default: ['127.0.0.0/8', '::1/128'],
+      description:
+        'Client networks exempt from the per-client limits (maxConnectionsPerClient, connectionsPerMinutePerClient, messagesPerMinutePerClient), like Postfix smtpd_client_event_limit_exceptions. Default: loopback (the pod itself).',
     }),
     idleTimeout: Seconds('A session idle this long is closed (RFC 5321 suggests 300)', 300),
   },
@@ -446,3 +481,4 @@ export type AdminConfig = Type.Static<typeof Admin>;
 export type AuthConfig = Type.Static<typeof Auth>;
 export type HandoffConfig = Type.Static<typeof Handoff>;
 export type SpoolConfig = Type.Static<typeof Spool>;
+export type ProxyProtocolConfig = Type.Static<typeof ProxyProtocol>;

@@ -35,7 +35,8 @@ export const QUEUE_USAGE = `Usage:
 
 Options (all of these commands):
   --admin URL         the relay's admin server (default: from --config, else ${DEFAULT_ADMIN})
-  --config FILE       the relay's configuration file (for its admin address and token file)
+  --config FILE       the relay's configuration file (for its admin address and token file;
+                      default: $MAILFLEET_RELAY_CONFIG, which relay pods set)
   --token-file FILE   file holding the admin bearer token (default: admin.tokenFile from --config)
 `;
 

@@ -14,10 +14,10 @@
  *   reply and before anything else happens (when other groups of the message are still out, its state
  *   is saved at once; for the last group, the removal or the state save that ends the attempt is the
  *   record). Saved state is on stable storage when the save resolves; a removal only with the spool's
- *   next directory fsync (up to 200 ms later), so a power cut can bring a delivered message back. A
- *   message is removed only after every recipient was delivered or reported; a DSN is in the spool
- *   before the failure it reports is marked reported. A crash in between redelivers or re-reports,
- *   never loses.
+ *   next directory fsync (up to 200 ms later), so a power cut can bring a delivered message back
+ *   (ADR 36). A message is removed only after every recipient was delivered or reported; a DSN is in
+ *   the spool before the failure it reports is marked reported. A crash in between redelivers or
+ *   re-reports, never loses.
  * - The schedule lives in the spool: a deferred message's next attempt time is its state's
  *   nextAttemptAt. The wake-up heap and the ready set are caches, rebuilt from the spool at start().
  * - Fairness: a job waiting for a busy destination holds no slot. Destinations are served round-robin,

@@ -6,8 +6,11 @@
  *   smtps       implicit TLS (RFC 8314); AUTH PLAIN/LOGIN
  *   relay       plain TCP (STARTTLS when tls is configured); no AUTH; allowedNetworks only
  *
+ * Each may accept the PROXY protocol from its trusted proxies (proxyProtocol; relay/smtp/connection.ts).
  * Every listener advertises PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES and SIZE <limit>.
- * DSN, REQUIRETLS, XCLIENT/XFORWARD and sendmail's joke commands (WIZ, SHELL, KILL) are off.
+ * DSN, REQUIRETLS, XCLIENT/XFORWARD and sendmail's joke commands (WIZ, SHELL, KILL) are off; their
+ * MAIL/RCPT parameters are refused (relay/policy/parameters.ts). Sockets are kept half-open after the
+ * client's FIN so it still gets its replies (relay/smtp/connection.ts, 8).
  *
  * Shutdown (stop): the sockets stop accepting at once; idle sessions get "421 4.3.2" right away and
  * sessions inside a transaction (MAIL given, DATA streaming, a handler pending) may finish it — they get
@@ -20,7 +23,7 @@ import type { ListenerName, RelayConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { Replies } from '../policy/replies.js';
 import type { Runtime } from '../runtime.js';
-import { RelayServer } from './connection.js';
+import { RelayServer, type ProxyEvent } from './connection.js';
 import { SessionHandlers, type SessionDeps } from './session.js';
 import { secureContextOptions, type TlsMaterial } from './tls.js';
 
@@ -50,6 +53,7 @@ function listenerOptions(name: ListenerName, rt: Runtime): SMTPServerOptions {
     heloResponse: '%s Hello %s',
     logger: false,
     disableReverseLookup: true,
+    allowHalfOpen: true,
     hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
     hideREQUIRETLS: true,
@@ -67,14 +71,17 @@ export function createListeners(rt: Runtime, deps: SessionDeps): Listener[] {
   const out: Listener[] = [];
   for (const name of ['submission', 'smtps', 'relay'] as const) {
     if (!rt.config.listeners[name]) continue;
-    const handlers = new SessionHandlers(name, deps).handlers();
+    const session = new SessionHandlers(name, deps);
     const server = new RelayServer(
-      { ...listenerOptions(name, rt), ...handlers },
+      { ...listenerOptions(name, rt), ...session.handlers() },
       {
         name,
         authRequiresTls: name === 'submission',
         onAuthBeforeTls: () =>
           deps.metrics.authAttempts.inc({ listener: name, mechanism: 'any', result: 'not_allowed' }),
+        onNotUtf8: (s, command) => session.notUtf8(s, command),
+        trustedProxies: () => deps.runtime().trustedProxies[name] ?? [],
+        onProxy: (event) => proxyEvent(name, event, deps),
       },
     );
     server.on('error', (err: Error & { code?: string }) =>
@@ -83,6 +90,22 @@ export function createListeners(rt: Runtime, deps: SessionDeps): Listener[] {
     out.push({ name, server });
   }
   return out;
+}
+
+function proxyEvent(listener: ListenerName, event: ProxyEvent, deps: SessionDeps): void {
+  if (event.kind === 'accepted') {
+    deps.metrics.proxyHeaders.inc({ listener, version: String(event.version) });
+    deps.log.debug({ listener, proxy: event.proxy, client: event.client }, 'PROXY header accepted');
+    return;
+  }
+  if (!event.afterGreeting) deps.metrics.connections.inc({ listener, result: 'refused' });
+  deps.metrics.connectionsRefused.inc({ listener, reason: event.reason });
+  deps.log.warn(
+    { listener, peer: event.peer, reason: event.reason, detail: event.detail },
+    event.reason === 'proxy_header_invalid'
+      ? 'connection from a trusted proxy refused: PROXY header missing or invalid'
+      : 'connection refused: PROXY header from an address that is not a trusted proxy',
+  );
 }
 
 export async function startListeners(listeners: Listener[], config: RelayConfig, log: Logger): Promise<void> {

@@ -4,20 +4,36 @@
  * are made by the policy modules.
  *
  *   connect   → shutting down? (421) · too many connections? (421) · relay listener: client network (554)
- *   AUTH      → locked-out client address? (454) · verify (535, with a growing delay after repeated failures)
- *   MAIL FROM → shutting down? (421) · sender policy (530/550/553) · spool space (452) · rate limits (450)
- *   RCPT TO   → spool space (452) · syntax (553) · count (452) · recipient domain via DNS (556/550/451)
- *   DATA      → size (552) · trace and fix-up headers · spool, fsynced → "250 2.0.0 Ok: queued as ID"
+ *               · per-client connections and connection rate, unless exempt (421 4.7.0)
+ *   AUTH      → throttle admits the check (454 when locked out; waits while checks in flight use up the
+ *               allowance) · verify (535, with a growing delay after repeated failures; 454 if a lockout
+ *               began meanwhile)
+ *   MAIL FROM → (not UTF-8: 501, connection.ts) · shutting down? (421) · parameters (555)
+ *               · sender policy (530/501/553/550) · spool space, with a declared SIZE= (452)
+ *               · rate limits (450)
+ *   RCPT TO   → (not UTF-8: 501, connection.ts) · parameters (555) · spool space (452) · syntax (501/553)
+ *               · count (452) · recipient domain via DNS (556/550/451); a repeated recipient (same local
+ *               part, byte for byte; domain without case) is accepted once
+ *   DATA      → size (552) · bare CR or NUL (554) · trace and fix-up headers
+ *               · spool, fsynced → "250 2.0.0 Ok: queued as ID"
  *               (452 when the spool's file system fell below its free-space floor or is full)
  *
  * Invariants
  * - 250 after DATA is sent only after Spool.accept() resolved (message and envelope fsynced).
  * - No callback throws into smtp-server: every handler catches, logs, and answers 451 4.3.0.
+ * - Every reply comes from the catalogue (relay/policy/replies.ts).
+ * - SMTPUTF8 and BODY are taken from the MAIL command that opened the transaction, never from the
+ *   library's session envelope (which keeps them from a refused MAIL).
  * - Config is read per command from `deps.runtime()`, so a reload applies to the next command of every
  *   open session and drops none.
  * - A session AUTHenticated as the handoff identity (a peer relay draining its queue) keeps its envelope:
- *   no sender, recipient-domain, recipient-count or rate checks, no Date/Message-ID fix-ups; the size
- *   limit and the Received header still apply.
+ *   no sender, recipient-domain, recipient-count or rate checks, no bare CR/NUL refusal (the message
+ *   was accepted once already; refusing it now could only strand it in a draining pod), no
+ *   Date/Message-ID fix-ups; the size limit, the spool's free-space floor and the Received header
+ *   still apply.
+ * - The client address is session.remoteAddress: behind a trusted PROXY-protocol proxy, the header's
+ *   (relay/smtp/connection.ts). allowedNetworks, the per-client limits, the AUTH throttle, logs and the
+ *   Received header all use it.
  * - Logs carry the username but never a password; metric labels are bounded sets only.
  */
 import type net from 'node:net';
@@ -32,16 +48,30 @@ import type {
 import type { ListenerName } from '../config/schema.js';
 import type { MailResolver } from '../dns/resolver.js';
 import type { Logger } from '../log.js';
-import type { MessageRejectReason, RecipientRejectReason, RelayMetrics } from '../metrics.js';
+import type {
+  ConnectionRefusedReason,
+  MessageRejectReason,
+  RecipientRejectReason,
+  RelayMetrics,
+} from '../metrics.js';
 import type { Runtime } from '../runtime.js';
 import type { Envelope } from '../spool/envelope.js';
 import type { AuthThrottle } from '../auth/throttle.js';
 import { prelude, receivedHeader } from '../intake/headers.js';
-import { HeaderTooBigError, IntakeTransform, MessageTooBigError, receiveMessage } from '../intake/receive.js';
+import {
+  BareCrError,
+  HeaderTooBigError,
+  IntakeTransform,
+  MessageTooBigError,
+  NulError,
+  receiveMessage,
+} from '../intake/receive.js';
+import type { ClientConnectionLimits } from '../policy/client-limits.js';
 import { clientKey, isAddressAllowed } from '../policy/network.js';
 import type { RateLimiter } from '../policy/rate-limit.js';
 import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } from '../policy/recipient.js';
-import { Replies, ReplyError, queuedText, replyError, withText, type Reply } from '../policy/replies.js';
+import { checkMailParameters, checkRcptParameters, type MailParameters } from '../policy/parameters.js';
+import { Replies, ReplyError, queuedText, replyError, type Reply } from '../policy/replies.js';
 import { checkSender } from '../policy/sender.js';
 import { SpoolFullError } from '../spool/space.js';
 
@@ -61,6 +91,8 @@ export interface SessionDeps {
   log: Logger;
   rateLimiter: RateLimiter;
   throttle: AuthThrottle;
+  /** Per-client connection counts and rates (shared by all listeners). */
+  clientLimits: ClientConnectionLimits;
   /** Open SMTP connections across all listeners (including the one being checked). */
   connectionCount: () => number;
   /** true once shutdown (or drain) began: no new connections or transactions. */
@@ -72,12 +104,16 @@ export interface SessionDeps {
 
 interface Transaction {
   mailFrom: string;
+  /** Canonical addresses (relay/policy/address.ts), each once. */
   recipients: string[];
   handoff: boolean;
+  params: MailParameters;
 }
 
 interface SessionState {
   counted: boolean;
+  /** The per-client key this connection is counted under (undefined: exempt, or not admitted). */
+  clientKey?: string;
   transaction?: Transaction;
 }
 
@@ -159,7 +195,7 @@ export class SessionHandlers {
 
   private internal(err: unknown, session?: SMTPServerSession): Error {
     this.deps.log.error({ err, listener: this.listener, session: session?.id }, 'internal error in session');
-    return replyError(withText(Replies.spoolError, 'Local error in processing, try again later'));
+    return replyError(Replies.internalError);
   }
 
   private state(session: SMTPServerSession): SessionState {
@@ -171,30 +207,42 @@ export class SessionHandlers {
     return s;
   }
 
-  private refuseConnection(reply: Reply): never {
+  private refuseConnection(reason: ConnectionRefusedReason, reply: Reply): never {
     this.deps.metrics.connections.inc({ listener: this.listener, result: 'refused' });
+    this.deps.metrics.connectionsRefused.inc({ listener: this.listener, reason });
     throw replyError(reply);
   }
 
   private onConnect(session: SMTPServerSession): void {
-    const { metrics } = this.deps;
-    if (this.deps.stopping()) this.refuseConnection(Replies.shuttingDown);
+    const { metrics, log } = this.deps;
+    const client = session.remoteAddress;
+    if (this.deps.stopping()) this.refuseConnection('shutting_down', Replies.shuttingDown);
     const rt = this.deps.runtime();
     if (this.deps.connectionCount() > rt.config.limits.maxConnections) {
-      this.deps.log.warn(
-        { listener: this.listener, client: session.remoteAddress },
-        'connection limit reached',
-      );
-      this.refuseConnection(Replies.tooManyConnections);
+      log.warn({ listener: this.listener, client }, 'connection limit reached');
+      this.refuseConnection('max_connections', Replies.tooManyConnections);
     }
-    if (this.listener === 'relay' && !isAddressAllowed(session.remoteAddress, rt.relayNetworks)) {
-      this.deps.log.info(
-        { listener: this.listener, client: session.remoteAddress },
-        'client not in allowedNetworks',
-      );
-      this.refuseConnection(Replies.clientNotAllowed);
+    if (this.listener === 'relay' && !isAddressAllowed(client, rt.relayNetworks)) {
+      log.info({ listener: this.listener, client }, 'client not in allowedNetworks');
+      this.refuseConnection('client_not_allowed', Replies.clientNotAllowed);
     }
-    this.state(session).counted = true;
+    const admission = this.deps.clientLimits.admit(client, rt.config.limits, rt.exemptNetworks);
+    if (!admission.ok) {
+      log.warn(
+        {
+          listener: this.listener,
+          client,
+          key: admission.key,
+          limit: admission.reason,
+          retryAfterMs: admission.retryAfterMs,
+        },
+        'per-client connection limit reached',
+      );
+      this.refuseConnection(admission.reason, admission.reply);
+    }
+    const state = this.state(session);
+    state.counted = true;
+    state.clientKey = admission.key;
     metrics.connections.inc({ listener: this.listener, result: 'accepted' });
     metrics.sessionsInFlight.inc({ listener: this.listener });
   }
@@ -205,26 +253,39 @@ export class SessionHandlers {
     this.deps.metrics.tlsSessions.inc({ listener: this.listener, version });
   }
 
-  /** Resolves to the username on success; throws a ReplyError on refusal. */
+  /**
+   * Resolves to the username on success; throws a ReplyError on refusal. The throttle admits the
+   * password check first (attempts in flight count against the lockout allowance), and a check that
+   * succeeds while a lockout is in force is refused like the others.
+   */
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<string> {
     const { metrics, throttle, log } = this.deps;
     const mechanism = auth.method;
     const key = clientKey(session.remoteAddress);
+    const username = auth.username ?? '';
     const count = (result: 'success' | 'failure' | 'throttled' | 'locked_out') =>
       metrics.authAttempts.inc({ listener: this.listener, mechanism, result });
-    const gate = throttle.gate(key);
-    if (!gate.allowed) {
+    const lockedOut = (retryAfterMs: number): never => {
       count('locked_out');
       log.warn(
-        { listener: this.listener, client: session.remoteAddress, user: auth.username },
+        { listener: this.listener, client: session.remoteAddress, user: username, retryAfterMs },
         'AUTH refused: client locked out',
       );
       throw replyError(Replies.authLockedOut);
+    };
+    const admitted = await throttle.begin(key);
+    if (!admitted.allowed) return lockedOut(admitted.retryAfterMs);
+    const { attempt } = admitted;
+    let ok: boolean;
+    try {
+      ok = username !== '' && (await this.deps.runtime().users.verify(username, auth.password ?? ''));
+    } catch (err) {
+      attempt.abandoned();
+      throw err;
     }
-    const username = auth.username ?? '';
-    const ok = username !== '' && (await this.deps.runtime().users.verify(username, auth.password ?? ''));
     if (ok) {
-      throttle.success(key);
+      const result = attempt.succeeded();
+      if (!result.allowed) return lockedOut(result.retryAfterMs);
       count('success');
       log.info(
         { listener: this.listener, client: session.remoteAddress, user: username, mechanism },
@@ -232,7 +293,7 @@ export class SessionHandlers {
       );
       return username;
     }
-    const failure = throttle.failure(key);
+    const failure = attempt.failed();
     count(failure.lockedOut ? 'locked_out' : failure.delayMs > 0 ? 'throttled' : 'failure');
     log.info(
       {
@@ -246,6 +307,11 @@ export class SessionHandlers {
       },
       'AUTH failed',
     );
+    if (failure.startedLockout)
+      log.warn(
+        { listener: this.listener, client: session.remoteAddress, failures: failure.failures },
+        'client locked out of AUTH',
+      );
     if (failure.delayMs > 0) await sleep(failure.delayMs);
     throw replyError(failure.lockedOut ? Replies.authLockedOut : Replies.authFailed);
   }
@@ -276,6 +342,10 @@ export class SessionHandlers {
     state.transaction = undefined;
     if (this.deps.stopping()) this.rejectMessage('draining', Replies.shuttingDown, session);
     const rt = this.deps.runtime();
+    const parameters = checkMailParameters(address.args, { authOffered: this.listener !== 'relay' });
+    if (!parameters.ok)
+      this.rejectMessage('bad_protocol', parameters.reply, session, { from: address.address });
+    const { params } = parameters;
     const user = authUser(session);
     const handoff = user !== undefined && user === rt.handoffUser;
     const decision = checkSender(
@@ -285,23 +355,23 @@ export class SessionHandlers {
         authUser: user,
         handoff,
         clientAllowed: this.listener !== 'relay' || isAddressAllowed(session.remoteAddress, rt.relayNetworks),
-        smtputf8: Boolean(session.envelope.smtpUtf8),
+        smtputf8: params.smtputf8,
       },
       rt.domains,
     );
     if (!decision.ok) this.rejectMessage(decision.reason, decision.reply, session, { from: address.address });
-    const declared = Number(((address.args || {}) as Record<string, string | undefined>).SIZE ?? 0) || 0;
-    const space = this.deps.spool.spaceProblem(declared);
+    const space = this.deps.spool.spaceProblem(params.size ?? 0);
     if (space) this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: space });
     if (!handoff) this.checkRates(session, user, rt);
-    state.transaction = { mailFrom: decision.address, recipients: [], handoff };
+    state.transaction = { mailFrom: decision.address, recipients: [], handoff, params };
   }
 
   private checkRates(session: SMTPServerSession, user: string | undefined, rt: Runtime): void {
     const { limits } = rt.config;
+    const exempt = isAddressAllowed(session.remoteAddress, rt.exemptNetworks);
     const client = this.deps.rateLimiter.take(
       `client ${clientKey(session.remoteAddress)}`,
-      limits.messagesPerMinutePerClient,
+      exempt ? 0 : limits.messagesPerMinutePerClient,
     );
     if (!client.allowed)
       this.rejectMessage('rate_limited', Replies.rateLimited, session, {
@@ -330,13 +400,16 @@ export class SessionHandlers {
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const txn = this.state(session).transaction;
-    if (!txn) throw replyError({ code: 503, enhanced: '5.5.1', text: 'Need MAIL command' });
+    if (!txn) throw replyError(Replies.needMail);
+    const parameters = checkRcptParameters(address.args);
+    if (!parameters.ok)
+      return this.rejectRecipient('bad_protocol', parameters.reply, session, address.address);
     const space = this.deps.spool.spaceProblem();
     if (space) return this.rejectRecipient('spool_full', Replies.spoolFull, session, address.address);
-    const syntax = checkRecipientSyntax(address.address, Boolean(session.envelope.smtpUtf8));
+    const syntax = checkRecipientSyntax(address.address, txn.params.smtputf8);
     if (!syntax.ok) return this.rejectRecipient(syntax.reason, syntax.reply, session, address.address);
-    const lower = syntax.address.toLowerCase();
-    const duplicate = txn.recipients.some((r) => r.toLowerCase() === lower);
+    // Canonical form: the local part exactly as given, the domain lower-case A-label (RFC 5321 §2.4).
+    const duplicate = txn.recipients.includes(syntax.address);
     if (!txn.handoff) {
       const count = checkRecipientCount(
         txn.recipients,
@@ -359,11 +432,7 @@ export class SessionHandlers {
     const txn = this.state(session).transaction;
     if (!txn || txn.recipients.length === 0) {
       stream.resume();
-      this.rejectMessage(
-        'no_recipients',
-        { code: 503, enhanced: '5.5.1', text: 'Need RCPT command' },
-        session,
-      );
+      this.rejectMessage('no_recipients', Replies.needRcpt, session);
     }
     const rt = this.deps.runtime();
     const receivedAt = this.now();
@@ -376,6 +445,7 @@ export class SessionHandlers {
     );
     const transform = new IntakeTransform({
       maxMessageBytes: rt.config.limits.maxMessageBytes,
+      checkContent: !txn.handoff,
       prelude: (fields) =>
         prelude({ received, fields, fixups: !txn.handoff, hostname: rt.config.hostname, now: receivedAt }),
     });
@@ -408,6 +478,10 @@ export class SessionHandlers {
       if (err instanceof MessageTooBigError)
         return this.rejectMessage('size', Replies.messageTooBig, session, { bytes: transform.received });
       if (err instanceof HeaderTooBigError) return this.rejectMessage('size', Replies.headerTooBig, session);
+      if (err instanceof BareCrError)
+        return this.rejectMessage('bad_content', Replies.bareCr, session, { offset: err.offset });
+      if (err instanceof NulError)
+        return this.rejectMessage('bad_content', Replies.nulByte, session, { offset: err.offset });
       if (err instanceof SpoolFullError)
         return this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: err.message });
       if (stream.destroyed && !stream.readableEnded) {
@@ -425,10 +499,24 @@ export class SessionHandlers {
     }
   }
 
+  /** A MAIL or RCPT line relay/smtp/connection.ts refused before decoding it: counted and logged. */
+  notUtf8(session: SMTPServerSession, command: 'MAIL' | 'RCPT'): void {
+    const { metrics, log } = this.deps;
+    const where = { listener: this.listener, session: session.id, client: session.remoteAddress };
+    if (command === 'MAIL') {
+      metrics.messagesRejected.inc({ listener: this.listener, reason: 'sender_syntax' });
+      log.info({ ...where, reason: 'sender_syntax', detail: 'not UTF-8' }, 'message refused');
+    } else {
+      metrics.recipientsRejected.inc({ listener: this.listener, reason: 'syntax' });
+      log.info({ ...where, reason: 'syntax', detail: 'not UTF-8' }, 'recipient refused');
+    }
+  }
+
   private onClose(session: SMTPServerSession): void {
     const state = this.states.get(session);
     if (state?.counted) {
       this.deps.metrics.sessionsInFlight.dec({ listener: this.listener });
+      this.deps.clientLimits.release(state.clientKey);
       state.counted = false;
     }
     this.states.delete(session);
@@ -463,8 +551,8 @@ function composeEnvelope(
     listener,
     client: { address: session.remoteAddress, ...(helo ? { helo } : {}) },
     ...(user !== undefined ? { authUser: user } : {}),
-    ...(session.envelope.smtpUtf8 ? { smtputf8: true } : {}),
-    bodyType: session.envelope.bodyType?.toLowerCase() === '8bitmime' ? '8BITMIME' : '7BIT',
+    ...(txn.params.smtputf8 ? { smtputf8: true } : {}),
+    bodyType: txn.params.bodyType,
   };
   return { envelope, received };
 }

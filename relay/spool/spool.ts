@@ -8,7 +8,7 @@
  *   <dir>/tmp/           scratch for atomic replaces and the writability probe.
  *   <dir>/lock           pid of the relay that owns the spool.
  *
- * Invariants (what "durable" means here: it survives a power cut, not only a killed process)
+ * Invariants (what "durable" means here: it survives a power cut, not only a killed process; ADR 36)
  * - accept() resolves only after the message file (fdatasync) and its directory entry (group-committed
  *   directory fsync) are durable; only then may the caller answer 250. A crash at any moment loses
  *   nothing that was acknowledged. The file is created in place with O_EXCL, not renamed: until its end

@@ -5,10 +5,16 @@
 #
 #   build.sh            build if missing, print the bin directory
 #   build.sh --locate   print the bin directory if it is built; exit 3 with a message if not
+#   build.sh node [--locate]
+#                       the same for the real node (node/: kubelet, kube-proxy and local-provisioner as one
+#                       binary, pause, CoreDNS from node/coredns), plus images/pause.tar and
+#                       images/coredns.tar (OCI archives made with Debian's umoci) beside its bin directory
 #
 # The cache directory is keyed by everything that changes the binaries: go.mod, go.sum, the kubetools
 # sources, the build flags and the Go version. Override its parent with MAILFLEET_CLUSTER_CACHE.
-# Needs Go (the version in go.mod's go line or newer) and the Go module proxy; nothing else.
+# Needs Go (the version in go.mod's go line or newer) and the Go module proxy; the node's images also umoci.
+# node/go.mod pins k8s.io/kubernetes to the same version as go.mod (its own module keeps the provisioner
+# library's dependencies out of the control plane's); the build refuses to run when the two differ.
 # (All code is in functions, so editing this file while it runs cannot change what a running build does.)
 set -euo pipefail
 
@@ -67,8 +73,71 @@ build() {
   rm -rf "$cache"/kube-*.partial
 }
 
+# Sets dir and bin for the real node's build.
+configure_node() {
+  local node_kube
+  node_kube="$(awk '$1 == "k8s.io/kubernetes" { print $2 }' node/go.mod)"
+  [ "$node_kube" = "$kube_version" ] ||
+    die "node/go.mod pins k8s.io/kubernetes $node_kube but go.mod pins $kube_version: pin both to the same version"
+  local key
+  key="$(
+    {
+      go version
+      echo "${buildflags[*]} $CGO_ENABLED"
+      cat node/go.mod node/go.sum node/coredns/go.mod node/coredns/go.sum
+      cat node/kubenode/*.go node/pause/*.go node/coredns/*.go
+      declare -f build_node pack_image
+    } | sha256sum | cut -c1-16
+  )"
+  dir="$cache/node-$kube_version-$key"
+  bin="$dir/bin"
+}
+
+# An OCI archive of one static binary as the image's entrypoint (umoci, from Debian): $1 binary, $2 tag,
+# $3 archive, $4 user.
+pack_image() {
+  local binary="$1" tag="$2" out="$3" user="$4" work
+  work="$(mktemp -d)"
+  umoci init --layout "$work/layout"
+  umoci new --image "$work/layout:$tag"
+  umoci unpack --image "$work/layout:$tag" "$work/bundle" >/dev/null
+  install -m 0755 "$binary" "$work/bundle/rootfs/$(basename "$binary")"
+  umoci repack --image "$work/layout:$tag" "$work/bundle"
+  umoci config --image "$work/layout:$tag" --config.entrypoint "/$(basename "$binary")" --config.user "$user" \
+    --architecture amd64 --os linux
+  umoci gc --layout "$work/layout"
+  tar -C "$work/layout" -cf "$out" .
+  rm -rf "$work"
+}
+
+build_node() {
+  echo "mailfleet cluster: building the real node (kubelet, kube-proxy $kube_version, CoreDNS, pause) into $dir" >&2
+  command -v umoci >/dev/null 2>&1 || die "the node's images need umoci (Debian package umoci; scripts/test-tools.sh installs it)"
+  local start=$SECONDS tmp="$dir.partial" p
+  rm -rf "$tmp"
+  mkdir -p "$tmp/bin" "$tmp/images"
+  (cd node && go build "${buildflags[@]}" -o "$tmp/bin/kubenode" ./kubenode)
+  for p in kubelet kube-proxy local-provisioner; do ln -s kubenode "$tmp/bin/$p"; done
+  (cd node && go build -trimpath -ldflags="-s -w" -o "$tmp/bin/pause" ./pause)
+  (cd node/coredns && go build -trimpath -ldflags="-s -w" -o "$tmp/bin/coredns" .)
+  "$tmp/bin/kubelet" --version >/dev/null
+  "$tmp/bin/coredns" -version >/dev/null
+  pack_image "$tmp/bin/pause" 1 "$tmp/images/pause.tar" 65535
+  pack_image "$tmp/bin/coredns" 1 "$tmp/images/coredns.tar" 65534
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  echo "kube=$kube_version go=$(go env GOVERSION) built_in=$((SECONDS - start))s" >"$dir/complete"
+  echo "mailfleet cluster: real node built in $((SECONDS - start)) s" >&2
+  ls -1dt "$cache"/node-*/ 2>/dev/null | grep -v '\.partial/$' | tail -n +3 | xargs -r rm -rf
+  rm -rf "$cache"/node-*.partial
+}
+
 main() {
-  local here mode="${1:-build}"
+  local here mode="${1:-build}" what=control-plane
+  if [ "$mode" = node ]; then
+    what=node
+    mode="${2:-build}"
+  fi
   here="$(cd "$(dirname "$0")" && pwd)"
   cache="${MAILFLEET_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailfleet/cluster}"
   if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
@@ -76,14 +145,20 @@ main() {
   export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
   cd "$here"
   configure
+  [ "$what" = node ] && configure_node
 
   if [ -f "$dir/complete" ]; then
     echo "$bin"
     return 0
   fi
   if [ "$mode" = --locate ]; then
-    echo "mailfleet cluster: the control-plane binaries for test/cluster/go.mod are not built (expected in $dir);" >&2
-    echo "mailfleet cluster: run \`npm run cluster:build\` (or scripts/test.sh), which needs Go and about 10 minutes cold" >&2
+    if [ "$what" = node ]; then
+      echo "mailfleet cluster: the real node's binaries are not built (expected in $dir);" >&2
+      echo "mailfleet cluster: run \`bash test/cluster/build.sh node\` (or scripts/test.sh)" >&2
+    else
+      echo "mailfleet cluster: the control-plane binaries for test/cluster/go.mod are not built (expected in $dir);" >&2
+      echo "mailfleet cluster: run \`npm run cluster:build\` (or scripts/test.sh), which needs Go and about 10 minutes cold" >&2
+    fi
     exit 3
   fi
   [ "$mode" = build ] || die "unknown argument $mode (use --locate or nothing)"
@@ -93,7 +168,11 @@ main() {
   # reuse the winner's result.
   exec 9>"$cache/.lock"
   flock 9
-  [ -f "$dir/complete" ] || build
+  if [ "$what" = node ]; then
+    [ -f "$dir/complete" ] || build_node
+  else
+    [ -f "$dir/complete" ] || build
+  fi
   echo "$bin"
 }
 

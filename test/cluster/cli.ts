@@ -2,6 +2,9 @@
  * The control plane by hand: `npm run cluster:up` starts one that outlives the command and prints its
  * KUBECONFIG; `npm run cluster:status` tells whether it runs; `npm run cluster:down` stops it and removes
  * its state. The state directory is $MAILFLEET_CLUSTER_STATE, default <tmp>/mailfleet-dev-cluster.
+ *
+ * `npm run cluster:up -- --real-node [--image FILE]...` adds the real node (as root; see node.ts) and
+ * imports each OCI archive into it (e.g. the one `scripts/image.sh --oci-archive FILE` writes).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -38,7 +41,17 @@ async function up(): Promise<number> {
     console.error(`mailfleet cluster: cleaning up a stopped or partial cluster in ${stateDir}`);
     await stopCluster(stateDir);
   }
-  await startCluster({ stateDir, owner: 'cli', log: (m) => console.error(`mailfleet cluster: ${m}`) });
+  const args = process.argv.slice(3);
+  const realNode = args.includes('--real-node');
+  const images = args.flatMap((a, i) =>
+    a === '--image' && args[i + 1] ? [{ file: path.resolve(args[i + 1]!) }] : [],
+  );
+  await startCluster({
+    stateDir,
+    owner: 'cli',
+    log: (m) => console.error(`mailfleet cluster: ${m}`),
+    ...(realNode ? { realNode: { images }, nodes: 0 } : {}),
+  });
   describe();
   return 0;
 }

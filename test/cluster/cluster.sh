@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/node.sh
-if [ "${1:-}" = up ]; then bash test/cluster/build.sh >/dev/null; fi
+if [ "${1:-}" = up ]; then
+  bash test/cluster/build.sh >/dev/null
+  case " $* " in *" --real-node "*) bash test/cluster/build.sh node >/dev/null ;; esac
+fi
 npx tsc -p test/cluster/tsconfig.cli.json
 exec node test/cluster/.build/js/cli.js "$@"

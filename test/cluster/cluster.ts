@@ -25,9 +25,33 @@ import {
   type ClientIdentity,
   type Pem,
 } from './pki.js';
+import {
+  clusterDnsObjects,
+  corefile,
+  createCgroupRoot,
+  createNodeNetwork,
+  COREDNS_IMAGE,
+  DNS_UPSTREAM_PORT,
+  importImages,
+  inNode,
+  localStorageClass,
+  mountsUnder,
+  PAUSE_IMAGE,
+  planRealNode,
+  REAL_NODE_LABEL,
+  saveKubeletSysctls,
+  stopRealNode,
+  waitNodeReady,
+  writeNodeFiles,
+  type ImageArchive,
+  type RealNodeInfo,
+  type RealNodeNetwork,
+} from './node.js';
 import { FatalWaitError, freePort, httpGet, isOurProcess, run, tail, waitFor } from './proc.js';
 
 export const STATE_FILE = 'cluster.json';
+/** The real node's processes (node.ts), stopped before its teardown and before the control plane. */
+const NODE_PROCESSES = new Set(['containerd', 'kubelet', 'kube-proxy', 'local-provisioner']);
 export const STORAGE_CLASS = 'standard';
 export const STATE_PREFIX = 'mailfleet-cluster-';
 const KWOK_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
@@ -63,6 +87,24 @@ export interface ClusterInfo {
   owner: 'jest' | 'cli';
   ownerPid: number;
   kubernetesVersion: string;
+  /** The Service ClusterIP range. */
+  serviceCIDR: string;
+  /**
+   * The address of this machine that pods can reach: where a test runs the peers the cluster's pods talk
+   * to (a smarthost, a DNS upstream). 127.0.0.1 without a real node (kwok pods run nothing).
+   */
+  hostAddress: string;
+  /** The real node, when the cluster has one (StartOptions.realNode). */
+  realNode?: RealNodeInfo;
+  /** The kube-dns Service's ClusterIP (real-node clusters, where CoreDNS runs). */
+  clusterDnsIp?: string;
+}
+
+export interface RealNodeOptions {
+  /** Images to import into the node's containerd (nothing can be pulled), e.g. scripts/image.sh's archive. */
+  images?: ImageArchive[];
+  /** Where CoreDNS forwards names outside cluster.local ("ip:port"; default: hostAddress:DNS_UPSTREAM_PORT). */
+  dnsUpstream?: string;
 }
 
 export interface StartOptions {
@@ -89,6 +131,12 @@ export interface StartOptions {
    * Benchmarks pass one that also logs a client's reads, to count its requests by verb.
    */
   auditPolicy?: string;
+  /**
+   * A real node as well (kubelet, containerd, kube-proxy, CoreDNS; see node.ts): the API server then listens
+   * on the host side of the node's link instead of loopback, Services get endpoints, and the default
+   * StorageClass provisions local volumes on the node. Needs root and `test/cluster/build.sh node`.
+   */
+  realNode?: RealNodeOptions;
 }
 
 /** The repository root: the nearest directory upward from cwd holding test/cluster/build.sh. */
@@ -110,6 +158,18 @@ export function locateBinaries(): string {
   if (r.status !== 0) {
     throw new Error(
       `mailfleet cluster: control-plane binaries missing.\n${r.stderr || r.error?.message || ''}`.trimEnd(),
+    );
+  }
+  return r.stdout.trim();
+}
+
+/** The bin directory of the real node's build (kubelet, kube-proxy, ...), with its images in ../images. */
+export function locateNodeBinaries(): string {
+  const script = path.join(repoRoot(), 'test/cluster/build.sh');
+  const r = spawnSync('bash', [script, 'node', '--locate'], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw new Error(
+      `mailfleet cluster: real-node binaries missing.\n${r.stderr || r.error?.message || ''}`.trimEnd(),
     );
   }
   return r.stdout.trim();
@@ -164,9 +224,19 @@ interface Pki {
     string
   >;
   kubeconfigs: Record<'kcm' | 'scheduler' | 'kwok', string>;
+  /** The real node's credentials (real-node clusters only). */
+  node?: {
+    kubelet: string;
+    kubeProxy: string;
+    provisioner: string;
+    kubeletServingCrt: string;
+    kubeletServingKey: string;
+    apiserverKubeletCrt: string;
+    apiserverKubeletKey: string;
+  };
 }
 
-function writePki(stateDir: string, server: string): Pki {
+function writePki(stateDir: string, server: string, net?: RealNodeNetwork): Pki {
   const dir = path.join(stateDir, 'pki');
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const put = (name: string, data: string): string => {
@@ -184,7 +254,7 @@ function writePki(stateDir: string, server: string): Pki {
       'kubernetes.default.svc',
       'kubernetes.default.svc.cluster.local',
     ],
-    ['127.0.0.1', '10.96.0.1'],
+    net ? ['127.0.0.1', net.node.hostIp, net.apiServiceIp] : ['127.0.0.1', '10.96.0.1'],
   );
   const sa = serviceAccountKeys();
   // The front proxy (request-header) CA, as kubeadm sets it up: the controller manager and scheduler
@@ -212,7 +282,28 @@ function writePki(stateDir: string, server: string): Pki {
     // kwok plays every node's kubelet and patches status across nodes, so it is an admin (as kwokctl does).
     kwok: kc('kwok', { user: 'kwok-controller', groups: ['system:masters'] }),
   };
-  return { ca, admin, files, kubeconfigs };
+  if (!net) return { ca, admin, files, kubeconfigs };
+  const n = net.node;
+  const kubeletServing = issueServing(ca, [n.name], [n.nodeIp]);
+  const apiserverKubelet = client({ user: 'kube-apiserver-kubelet-client', groups: ['system:masters'] });
+  return {
+    ca,
+    admin,
+    files,
+    kubeconfigs,
+    node: {
+      // The Node authorizer and NodeRestriction admit exactly this identity for the node.
+      kubelet: kc('kubelet', { user: `system:node:${n.name}`, groups: ['system:nodes'] }),
+      // Bound to system:node-proxier by the default RBAC policy.
+      kubeProxy: kc('kube-proxy', { user: 'system:kube-proxy', groups: [] }),
+      // The provisioner is part of the harness, like kwok: an admin.
+      provisioner: kc('local-provisioner', { user: 'local-provisioner', groups: ['system:masters'] }),
+      kubeletServingCrt: put('kubelet.crt', kubeletServing.cert),
+      kubeletServingKey: put('kubelet.key', kubeletServing.key),
+      apiserverKubeletCrt: put('apiserver-kubelet-client.crt', apiserverKubelet.cert),
+      apiserverKubeletKey: put('apiserver-kubelet-client.key', apiserverKubelet.key),
+    },
+  };
 }
 
 export const DEFAULT_AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
@@ -230,15 +321,28 @@ class Launcher {
 
   constructor(private readonly info: ClusterInfo) {}
 
-  start(name: string, program: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
+  /**
+   * Starts `program` (from the control plane's bin directory, or `opts.binDir`; an absolute path as is),
+   * logging to logs/<name>.log; `opts.node` starts it in that real node's network namespace.
+   */
+  start(
+    name: string,
+    program: string,
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+    opts: { binDir?: string; node?: RealNodeInfo } = {},
+  ): void {
     const log = path.join(this.info.logsDir, `${name}.log`);
     const fd = fs.openSync(log, 'a');
-    const bin = path.join(this.info.binDir, program);
+    let [cmd, argv] = [
+      path.isAbsolute(program) ? program : path.join(opts.binDir ?? this.info.binDir, program),
+      args,
+    ];
+    const bin = cmd;
+    if (opts.node) [cmd, argv] = inNode(opts.node, cmd, argv);
     // Under jest, the kernel kills the process when jest exits however it exits (PR_SET_PDEATHSIG).
     const pdeath = this.info.owner === 'jest' && fs.existsSync('/usr/bin/setpriv');
-    const [cmd, argv] = pdeath
-      ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', '--', bin, ...args]]
-      : [bin, args];
+    if (pdeath) [cmd, argv] = ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', '--', cmd, ...argv]];
     const childEnv = { ...process.env, ...env };
     delete childEnv.KUBECONFIG;
     const child = spawn(cmd, argv, {
@@ -306,7 +410,8 @@ function bootstrapObjects(info: ClusterInfo): object[] {
     reclaimPolicy: 'Delete',
     volumeBindingMode: 'Immediate',
   };
-  return [storageClass, ...nodes];
+  // With a real node, the default StorageClass is its local provisioner's (pods that store data run there).
+  return [info.realNode ? localStorageClass(STORAGE_CLASS) : storageClass, ...nodes];
 }
 
 async function kubectlAdmin(info: ClusterInfo, args: string[], input?: string): Promise<string> {
@@ -363,12 +468,27 @@ async function startEtcdAndApiserver(
 
   const auditPolicy = path.join(info.stateDir, 'audit-policy.yaml');
   fs.writeFileSync(auditPolicy, auditPolicyYaml);
+  const node = info.realNode;
+  const addressing = node
+    ? [
+        // On the host side of the real node's link: its pods reach it through the kubernetes Service,
+        // whose endpoint the API server keeps (the default lease reconciler).
+        `--bind-address=${node.hostIp}`,
+        `--advertise-address=${node.hostIp}`,
+        `--kubelet-client-certificate=${pki.node!.apiserverKubeletCrt}`,
+        `--kubelet-client-key=${pki.node!.apiserverKubeletKey}`,
+        `--kubelet-certificate-authority=${pki.files.caCrt}`,
+        '--kubelet-preferred-address-types=InternalIP',
+      ]
+    : [
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        // The kubernetes Service's endpoints may not be loopback addresses, so nothing maintains them.
+        '--endpoint-reconciler-type=none',
+      ];
   l.start('kube-apiserver', 'kube-apiserver', [
     `--etcd-servers=${etcdUrl}`,
-    '--bind-address=127.0.0.1',
-    '--advertise-address=127.0.0.1',
-    // The kubernetes Service's endpoints may not be loopback addresses, so nothing maintains them.
-    '--endpoint-reconciler-type=none',
+    ...addressing,
     `--secure-port=${ports.apiserver}`,
     `--cert-dir=${path.join(info.stateDir, 'apiserver')}`,
     `--tls-cert-file=${pki.files.servingCrt}`,
@@ -386,7 +506,7 @@ async function startEtcdAndApiserver(
     `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
     `--service-account-key-file=${pki.files.saPub}`,
     `--service-account-signing-key-file=${pki.files.saKey}`,
-    '--service-cluster-ip-range=10.96.0.0/16',
+    `--service-cluster-ip-range=${info.serviceCIDR}`,
     '--allow-privileged=true',
     `--audit-policy-file=${auditPolicy}`,
     `--audit-log-path=${info.auditLog}`,
@@ -504,10 +624,17 @@ function pickPodOctet(opt: number | undefined): number {
   return 16 + Math.floor(Math.random() * 200);
 }
 
-function newClusterInfo(opts: StartOptions, binDir: string, apiserverPort: number): ClusterInfo {
-  const stateDir = opts.stateDir
-    ? path.resolve(opts.stateDir)
-    : fs.mkdtempSync(path.join(os.tmpdir(), STATE_PREFIX));
+function newStateDir(opts: StartOptions): string {
+  return opts.stateDir ? path.resolve(opts.stateDir) : fs.mkdtempSync(path.join(os.tmpdir(), STATE_PREFIX));
+}
+
+function newClusterInfo(
+  opts: StartOptions,
+  stateDir: string,
+  binDir: string,
+  apiserverPort: number,
+  net: RealNodeNetwork | undefined,
+): ClusterInfo {
   fs.mkdirSync(path.join(stateDir, 'logs'), { recursive: true });
   fs.mkdirSync(path.join(stateDir, 'kwok-home'), { recursive: true });
   const octet = pickPodOctet(opts.podNetworkOctet);
@@ -520,7 +647,7 @@ function newClusterInfo(opts: StartOptions, binDir: string, apiserverPort: numbe
     stateDir,
     binDir,
     kubeconfig: path.join(stateDir, 'kubeconfig'),
-    server: `https://127.0.0.1:${apiserverPort}`,
+    server: `https://${net ? net.node.hostIp : '127.0.0.1'}:${apiserverPort}`,
     caFile: path.join(stateDir, 'pki', 'ca.crt'),
     logsDir: path.join(stateDir, 'logs'),
     auditLog: path.join(stateDir, 'logs', 'audit.log'),
@@ -533,6 +660,9 @@ function newClusterInfo(opts: StartOptions, binDir: string, apiserverPort: numbe
     owner: opts.owner ?? 'jest',
     ownerPid: process.pid,
     kubernetesVersion: version?.[1] ?? 'unknown',
+    serviceCIDR: net ? net.serviceCIDR : '10.96.0.0/16',
+    hostAddress: net ? net.node.hostIp : '127.0.0.1',
+    ...(net ? { realNode: net.node, clusterDnsIp: net.clusterDnsIp } : {}),
   };
 }
 
@@ -562,6 +692,8 @@ export async function startCluster(opts: StartOptions = {}): Promise<ClusterInfo
 async function startOnce(opts: StartOptions, deadline: number): Promise<ClusterInfo> {
   const say = opts.log ?? ((): void => undefined);
   const binDir = locateBinaries();
+  const nodeBinDir = opts.realNode ? locateNodeBinaries() : undefined;
+  if (opts.realNode && process.getuid?.() !== 0) throw new Error('mailfleet cluster: a real node needs root');
   const ports: Ports = {
     etcd: await freePort(),
     etcdPeer: await freePort(),
@@ -569,12 +701,18 @@ async function startOnce(opts: StartOptions, deadline: number): Promise<ClusterI
     kcm: await freePort(),
     scheduler: await freePort(),
   };
-  const info = newClusterInfo(opts, binDir, ports.apiserver);
+  const stateDir = newStateDir(opts);
+  const net = opts.realNode ? await planRealNode(stateDir) : undefined;
+  const info = newClusterInfo(opts, stateDir, binDir, ports.apiserver, net);
   writeClusterInfo(info);
   const launcher = new Launcher(info);
   try {
     say(`state in ${info.stateDir}`);
-    const pki = writePki(info.stateDir, info.server);
+    if (net) {
+      await createNodeNetwork(net);
+      say(`real node network: ${net.node.netns}, host ${net.node.hostIp}, node ${net.node.nodeIp}`);
+    }
+    const pki = writePki(info.stateDir, info.server, net);
     fs.writeFileSync(info.kubeconfig, kubeconfigFor(info.server, pki.ca.cert, { cert: pki.admin }), {
       mode: 0o600,
     });
@@ -596,7 +734,12 @@ async function startOnce(opts: StartOptions, deadline: number): Promise<ClusterI
     );
     startControllers(info, launcher, pki, ports, kwokYaml);
     await waitSettled(info, launcher, ports, deadline);
-    say(`cluster ready: ${info.nodes.length} nodes, kubeconfig ${info.kubeconfig}`);
+    if (net && nodeBinDir) {
+      await startRealNode(info, launcher, pki, net, nodeBinDir, opts.realNode!, deadline, say);
+    }
+    say(
+      `cluster ready: ${info.nodes.length} kwok nodes${net ? ` and ${net.node.name}` : ''}, kubeconfig ${info.kubeconfig}`,
+    );
     return info;
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
@@ -607,6 +750,110 @@ async function startOnce(opts: StartOptions, deadline: number): Promise<ClusterI
     await stopCluster(info.stateDir, { keepState: true });
     throw new Error(`mailfleet cluster: start failed: ${msg}\ncluster logs: ${info.logsDir}`, { cause: e });
   }
+}
+
+/**
+ * The real node (node.ts): containerd with the images imported, the kubelet, kube-proxy and the local
+ * provisioner, then the cluster DNS; returns once the node is Ready and CoreDNS answers.
+ */
+async function startRealNode(
+  info: ClusterInfo,
+  l: Launcher,
+  pki: Pki,
+  net: RealNodeNetwork,
+  nodeBinDir: string,
+  opts: RealNodeOptions,
+  deadline: number,
+  say: (m: string) => void,
+): Promise<void> {
+  const node = net.node;
+  const remaining = (): number => Math.max(1000, deadline - Date.now());
+  const creds = pki.node!;
+  const files = writeNodeFiles(net, {
+    caFile: pki.files.caCrt,
+    kubeletKubeconfig: creds.kubelet,
+    kubeletServingCrt: creds.kubeletServingCrt,
+    kubeletServingKey: creds.kubeletServingKey,
+    kubeProxyKubeconfig: creds.kubeProxy,
+  });
+  createCgroupRoot(node);
+  saveKubeletSysctls(node);
+  writeClusterInfo(info);
+  l.start('containerd', '/usr/bin/containerd', ['--config', files.containerdConfig], {}, { node });
+  await waitFor(
+    'containerd to answer',
+    async () => {
+      l.check('containerd');
+      const r = await run('ctr', ['--address', node.containerdSocket, 'version'], { timeoutMs: 10_000 });
+      return r.code === 0;
+    },
+    { timeoutMs: remaining(), intervalMs: 200 },
+  );
+  const imagesDir = path.join(path.dirname(nodeBinDir), 'images');
+  const imported = await importImages(node, [
+    { file: path.join(imagesDir, 'pause.tar'), baseName: PAUSE_IMAGE.split(':')[0] },
+    { file: path.join(imagesDir, 'coredns.tar'), baseName: COREDNS_IMAGE.split(':')[0] },
+    ...(opts.images ?? []),
+  ]);
+  say(`images imported into ${node.name}: ${imported.join(', ')}`);
+  l.start(
+    'kubelet',
+    'kubelet',
+    [
+      `--config=${files.kubeletConfig}`,
+      `--kubeconfig=${creds.kubelet}`,
+      `--root-dir=${files.kubeletRoot}`,
+      `--cert-dir=${path.join(node.dir, 'kubelet-pki')}`,
+      `--hostname-override=${node.name}`,
+      `--node-ip=${node.nodeIp}`,
+      `--node-labels=${REAL_NODE_LABEL}=real`,
+      '--v=1',
+    ],
+    {},
+    { binDir: nodeBinDir, node },
+  );
+  l.start(
+    'kube-proxy',
+    'kube-proxy',
+    [`--config=${files.kubeProxyConfig}`, '--v=1'],
+    {},
+    { binDir: nodeBinDir, node },
+  );
+  l.start(
+    'local-provisioner',
+    'local-provisioner',
+    [`--kubeconfig=${creds.provisioner}`, `--base-dir=${files.volumesDir}`, '--v=1'],
+    {},
+    { binDir: nodeBinDir },
+  );
+  await waitNodeReady(
+    async (args) => JSON.parse(await kubectlAdmin(info, args)) as unknown,
+    node,
+    () => ['containerd', 'kubelet', 'kube-proxy', 'local-provisioner'].forEach((n) => l.check(n)),
+    remaining(),
+  );
+  say(`${node.name} Ready`);
+  await kubectlAdmin(
+    info,
+    ['apply', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'List',
+      items: clusterDnsObjects(net, corefile(opts.dnsUpstream ?? `${node.hostIp}:${DNS_UPSTREAM_PORT}`)),
+    }),
+  );
+  await waitFor(
+    'CoreDNS Available',
+    async () => {
+      l.check('kubelet');
+      const d = JSON.parse(
+        await kubectlAdmin(info, ['get', 'deployment', 'coredns', '-n', 'kube-system', '-o', 'json']),
+      ) as { status?: { availableReplicas?: number } };
+      return (d.status?.availableReplicas ?? 0) >= 1;
+    },
+    { timeoutMs: remaining(), intervalMs: 500 },
+  );
+  say('cluster DNS Available');
 }
 
 async function stopProcess(p: ProcessInfo, marker: string): Promise<void> {
@@ -668,8 +915,23 @@ export async function stopCluster(stateDir: string, opts: StopOptions = {}): Pro
     return;
   }
   if (!opts.keepState) await removeVolumeDirs(info);
-  for (const p of [...info.processes].reverse()) await stopProcess(p, info.stateDir);
+  const stopping = [...info.processes].reverse();
+  if (info.realNode) {
+    // The node first (its processes were started last): then what it left behind, while the API server
+    // is still up for nothing in particular but a clean order.
+    for (const p of stopping.filter((x) => NODE_PROCESSES.has(x.name))) await stopProcess(p, info.stateDir);
+    const problems = await stopRealNode(info.realNode, info.stateDir);
+    if (problems.length > 0)
+      process.stderr.write(`mailfleet cluster: real node teardown: ${problems.join('; ')}\n`);
+  }
+  for (const p of stopping.filter((x) => !NODE_PROCESSES.has(x.name))) await stopProcess(p, info.stateDir);
   if (opts.keepState) return;
+  if (info.realNode && mountsUnder(info.stateDir).length > 0) {
+    // Never rm -rf through a mount that could not be removed.
+    throw new Error(
+      `mailfleet cluster: ${info.stateDir} still has mounts (${mountsUnder(info.stateDir).join(', ')}); left in place`,
+    );
+  }
   if (opts.keepLogsIn) {
     fs.mkdirSync(path.dirname(opts.keepLogsIn), { recursive: true });
     fs.rmSync(opts.keepLogsIn, { recursive: true, force: true });

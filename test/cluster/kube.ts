@@ -18,6 +18,8 @@ import { run, waitFor, type RunResult, type WaitOptions } from './proc.js';
 
 /** The environment variable globalSetup sets to the state directory of the running cluster. */
 export const STATE_ENV = 'MAILFLEET_CLUSTER_STATE';
+/** The same for the node project's cluster, the one with a real node (test/node/). */
+export const NODE_STATE_ENV = 'MAILFLEET_NODE_CLUSTER_STATE';
 
 export interface KubectlOptions {
   /** Written to the command's stdin (for `-f -`). */
@@ -259,12 +261,13 @@ export class Cluster {
 }
 
 /** The cluster the e2e project's globalSetup started (its state directory is in $MAILFLEET_CLUSTER_STATE). */
-export function clusterFromEnv(): Cluster {
-  const dir = process.env[STATE_ENV];
+export function clusterFromEnv(env: typeof STATE_ENV | typeof NODE_STATE_ENV = STATE_ENV): Cluster {
+  const dir = process.env[env];
   if (!dir) {
+    const project = env === STATE_ENV ? 'e2e' : 'node';
     throw new Error(
-      `${STATE_ENV} is not set: e2e tests run in jest's e2e project, whose globalSetup starts the cluster ` +
-        '(npm run test:e2e)',
+      `${env} is not set: these tests run in jest's ${project} project, whose globalSetup starts the cluster ` +
+        `(npm run test:${project})`,
     );
   }
   return new Cluster(readClusterInfo(dir));

@@ -9,31 +9,7 @@
  * type error in them): the e2e tests run `node dist/operator/cli.js` and `node dist/relay/cli.js` as
  * real processes, and must not run a dist/ older than the sources.
  */
-import Module from 'node:module';
 import path from 'node:path';
-
-/**
- * Jest requires globalSetup with Node's own resolver (moduleNameMapper applies only inside test files),
- * so the harness's `./x.js` imports of TypeScript sources would not resolve. Map a relative `.js` request
- * that does not exist to the `.ts` file next to it, as the mapper does for tests. Hence also no static
- * relative imports in this file.
- */
-function installTsResolution(): void {
-  type Resolve = ((request: string, ...rest: unknown[]) => string) & { mailfleetTs?: boolean };
-  const M = Module as unknown as { _resolveFilename: Resolve };
-  const original = M._resolveFilename;
-  if (original.mailfleetTs) return;
-  const patched: Resolve = function (this: unknown, request, ...rest) {
-    try {
-      return original.call(this, request, ...rest);
-    } catch (e) {
-      if (!request.startsWith('.') || !request.endsWith('.js')) throw e;
-      return original.call(this, `${request.slice(0, -3)}.ts`, ...rest);
-    }
-  };
-  patched.mailfleetTs = true;
-  M._resolveFilename = patched;
-}
 
 export type Teardown = () => Promise<void>;
 
@@ -50,7 +26,8 @@ function buildDist(root: string): void {
 }
 
 export default async function globalSetup(): Promise<void> {
-  installTsResolution();
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  (require(path.join(__dirname, '../helpers/ts-resolution.cjs')) as () => void)();
   const c = await import('../cluster/cluster.js');
   const { STATE_ENV } = await import('../cluster/kube.js');
   const g = globalThis as { mailfleetTeardown?: Teardown };

@@ -258,7 +258,7 @@ test('deleting the SmtpRelay drains pod 0 (delivering its queue) before the fina
     expect.arrayContaining([
       `DrainStarted: draining pod ${RELAY}-1 (handing mail to 1 peer(s))`,
       `DrainStarted: draining pod ${RELAY}-0 (delivering its queue)`,
-      'Deleted: all pods drained; deleting',
+      'Deleted: all pods drained; deleting them and their queue volumes',
     ]),
   );
 });

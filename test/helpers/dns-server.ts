@@ -1,9 +1,9 @@
 /**
  * A small authoritative DNS server for tests, run as its own process (tests do not mock node's dns):
  *
- *   node test/helpers/dns-server.ts ZONE.json [PORT]
+ *   node test/helpers/dns-server.ts ZONE.json [PORT [HOST]]
  *
- * Serves UDP and TCP on 127.0.0.1 (PORT 0 or omitted: a free port). Node strips the types of this file
+ * Serves UDP and TCP on HOST (default 127.0.0.1; PORT 0 or omitted: a free port). Node strips the types of this file
  * itself (Node >= 22.18), so it uses erasable TypeScript only and imports nothing but node built-ins
  * and dns-packet. Start it through test/helpers/dns.ts, which also reads its output.
  *
@@ -44,6 +44,7 @@ const NXDOMAIN = 3;
 
 const zoneFile = process.argv[2];
 const requestedPort = Number(process.argv[3] ?? 0);
+const host = process.argv[4] ?? '127.0.0.1';
 if (!zoneFile) {
   process.stderr.write('usage: dns-server.ts ZONE.json [PORT]\n');
   process.exit(2);
@@ -182,7 +183,7 @@ process.on('SIGTERM', () => process.exit(0));
 // with another port when TCP's is taken.
 function listen(attempt: number): void {
   const udp = udpServer();
-  udp.bind(attempt === 0 ? requestedPort : 0, '127.0.0.1', () => {
+  udp.bind(attempt === 0 ? requestedPort : 0, host, () => {
     const port = udp.address().port;
     tcp.once('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EADDRINUSE' && requestedPort === 0 && attempt < 20) {
@@ -190,7 +191,7 @@ function listen(attempt: number): void {
         listen(attempt + 1);
       } else throw err;
     });
-    tcp.listen(port, '127.0.0.1', () => emit({ event: 'ready', port }));
+    tcp.listen(port, host, () => emit({ event: 'ready', port }));
   });
 }
 listen(0);

@@ -76,13 +76,26 @@ export interface TestDnsServer {
 
 const SERVER_SCRIPT = path.join(__dirname, 'dns-server.ts');
 
-export async function startDnsServer(zone: ZoneFile): Promise<TestDnsServer> {
+export interface DnsServerOptions {
+  /** Address to serve on (default 127.0.0.1), e.g. a real-node cluster's hostAddress. */
+  host?: string;
+  /** Port (default: a free one). */
+  port?: number;
+}
+
+export async function startDnsServer(zone: ZoneFile, opts: DnsServerOptions = {}): Promise<TestDnsServer> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mailfleet-dns-'));
   const zoneFile = path.join(dir, 'zone.json');
   await fs.writeFile(zoneFile, JSON.stringify(zone));
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--disable-warning=ExperimentalWarning', SERVER_SCRIPT, zoneFile],
+    [
+      '--disable-warning=ExperimentalWarning',
+      SERVER_SCRIPT,
+      zoneFile,
+      String(opts.port ?? 0),
+      opts.host ?? '127.0.0.1',
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -112,7 +125,7 @@ export async function startDnsServer(zone: ZoneFile): Promise<TestDnsServer> {
   const ready = await next('ready');
   const port = Number(ready.port);
   return {
-    server: `127.0.0.1:${port}`,
+    server: `${opts.host ?? '127.0.0.1'}:${port}`,
     port,
     queries: () => [...queries],
     async setZone(z) {

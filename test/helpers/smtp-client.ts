@@ -34,20 +34,41 @@ export class SmtpClient {
     this.attach(socket);
   }
 
-  /** `localAddress` picks the client address (any 127.x.y.z works on loopback): per-client limits. */
+  /**
+   * `localAddress` picks the client address (any 127.x.y.z works on loopback): per-client limits.
+   * `proxyHeader` is written first thing, before any TLS, as a load balancer speaking the PROXY
+   * protocol would (test/helpers/proxy-header.ts builds them).
+   */
   static async connect(
     port: number,
-    opts: { host?: string; localAddress?: string; tls?: tls.ConnectionOptions; timeoutMs?: number } = {},
+    opts: {
+      host?: string;
+      localAddress?: string;
+      tls?: tls.ConnectionOptions;
+      timeoutMs?: number;
+      proxyHeader?: Buffer;
+    } = {},
   ): Promise<SmtpClient> {
     const host = opts.host ?? '127.0.0.1';
     const local = opts.localAddress ? { localAddress: opts.localAddress } : {};
-    const socket = opts.tls
-      ? tls.connect({ host, port, servername: 'localhost', ...local, ...opts.tls })
-      : net.connect({ host, port, ...local });
-    await new Promise<void>((resolve, reject) => {
-      socket.once(opts.tls ? 'secureConnect' : 'connect', () => resolve());
-      socket.once('error', reject);
-    });
+    const settled = (s: net.Socket, event: string) =>
+      new Promise<void>((resolve, reject) => {
+        s.once(event, () => resolve());
+        s.once('error', reject);
+      });
+    let socket: net.Socket | tls.TLSSocket;
+    if (opts.proxyHeader) {
+      const plain = net.connect({ host, port, ...local });
+      await settled(plain, 'connect');
+      plain.write(opts.proxyHeader);
+      socket = opts.tls ? tls.connect({ socket: plain, servername: 'localhost', ...opts.tls }) : plain;
+      if (opts.tls) await settled(socket, 'secureConnect');
+    } else {
+      socket = opts.tls
+        ? tls.connect({ host, port, servername: 'localhost', ...local, ...opts.tls })
+        : net.connect({ host, port, ...local });
+      await settled(socket, opts.tls ? 'secureConnect' : 'connect');
+    }
     const client = new SmtpClient(socket);
     try {
       client.greeting = await client.reply(opts.timeoutMs);

@@ -3,7 +3,7 @@
  * crash tests) leaves the page cache intact, so those tests pass with every fsync removed; this one
  * does not. The relay runs under strace while real clients submit messages over real sockets, and the
  * recorded system calls must show, for every message a client was told 250, the spool's invariants
- * (relay/spool/spool.ts, ADR 2) in this order:
+ * (relay/spool/spool.ts, ADR 2 and ADR 36) in this order:
  *
  *   openat(queue/ID, O_CREAT|O_EXCL) = F   the file is created in place (no rename: a file without its
  *   writes to F                            end record is half-written and swept at start)

@@ -4,13 +4,15 @@
  *
  * - with a free-space floor (spool.minFreeSpacePercent 25 of 8 MiB): messages are accepted until the
  *   one that would take the file system below the floor, which gets 452 4.3.1 at the end of DATA and
- *   leaves no file; once something else takes the space below the floor, MAIL and RCPT get 452 4.3.1,
- *   /readyz fails and says why, the metrics show it; delivery goes on, and when it has freed the space
- *   the relay is ready and accepts mail again;
+ *   leaves no file (also when its client half-closed after the final dot); once something else takes
+ *   the space below the floor, MAIL and RCPT get 452 4.3.1 (a line that is not UTF-8 and an unknown
+ *   parameter keep their own replies), /readyz fails and says why, the metrics show it; delivery goes
+ *   on, and when it has freed the space the relay is ready and accepts mail again;
  * - without a floor: a message larger than the space left fails mid-write (ENOSPC) and gets 452 4.3.1,
  *   never 250, and leaves no half-written file; the next message that fits is accepted.
  */
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { a, mx, startDnsServer, type TestDnsServer } from '../helpers/dns.js';
 import { mountSmallFs, type SmallFs } from '../helpers/fs-faults.js';
@@ -77,6 +79,33 @@ async function send(client: SmtpClient, kib: number): Promise<{ stage: string; r
 }
 
 const queueFiles = (relay: RelayProcess) => fs.readdir(path.join(relay.spoolDir, 'queue'));
+/**
+ * A raw connection: writes `first`; once the relay's output contains `until`, writes `rest` and FIN (the
+ * socket half-closes). Resolves with everything the relay wrote before it closed (bounded).
+ */
+function halfClose(port: number, first: Buffer, until?: string, rest: Buffer = Buffer.alloc(0)) {
+  return new Promise<string>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`the relay did not close; got ${JSON.stringify(got)}`));
+    }, 30_000);
+    s.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (until !== undefined && got.includes(until) && !s.writableEnded) s.end(rest);
+    });
+    s.on('error', reject);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    if (until === undefined) s.end(first);
+    else s.write(first);
+  });
+}
+const replyLines = (output: string) => output.split('\r\n').filter((l) => /^\d{3} /.test(l));
+
 const readyz = async (relay: RelayProcess) => {
   const r = await relay.admin('/readyz');
   return { status: r.status, ...(JSON.parse(r.body) as { ready: boolean; reasons: string[] }) };
@@ -102,6 +131,18 @@ test('below the free-space floor new mail gets 452 4.3.1, readiness fails, and d
   expect(await relay.metric('mailfleet_relay_messages_received_total', { listener: 'relay' })).toBe(
     accepted.length,
   );
+
+  // The same again from a client that half-closes after its final dot: the 452, decided once the
+  // message is written (after the FIN was read), still reaches it.
+  const body = `Subject: fill\r\n\r\n${`${'y'.repeat(1022)}\r\n`.repeat(500)}.\r\n`;
+  const halfClosed = await halfClose(
+    relay.ports.relay!,
+    Buffer.from('EHLO client.test\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<rcpt@x.test>\r\nDATA\r\n'),
+    '\r\n354 ',
+    Buffer.from(body),
+  );
+  expect(replyLines(halfClosed).at(-1)).toBe('452 4.3.1 Insufficient system storage, try again later');
+  expect((await queueFiles(relay)).sort()).toEqual([...accepted].sort());
 
   // Less than 0.5 MiB above the floor now: a message declared at 1 MiB is refused before its DATA.
   const declared = await client.command('MAIL FROM:<app@example.com> SIZE=1048576');
@@ -135,7 +176,7 @@ test('below the free-space floor new mail gets 452 4.3.1, readiness fails, and d
       reason: 'spool_full',
       listener: 'relay',
     }),
-  ).toBe(3);
+  ).toBe(4);
   expect(
     await relay.metric('mailfleet_relay_recipients_rejected_total', {
       reason: 'spool_full',
@@ -143,6 +184,24 @@ test('below the free-space floor new mail gets 452 4.3.1, readiness fails, and d
     }),
   ).toBe(1);
   expect(await relay.metric('mailfleet_relay_ready')).toBe(0);
+
+  // The space check sits inside the rest of the pipeline: a line that is not UTF-8 and a parameter the
+  // relay does not implement keep their own (permanent) replies; a good MAIL gets 452.
+  const pipelined = await halfClose(
+    relay.ports.relay!,
+    Buffer.from(
+      'EHLO client.test\r\nMAIL FROM:<j\xF6rg@example.com>\r\nMAIL FROM:<app@example.com> RET=HDRS\r\n' +
+        'MAIL FROM:<app@example.com> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<rcpt@x.test>\r\nQUIT\r\n',
+      'latin1',
+    ),
+  );
+  expect(replyLines(pipelined).slice(2)).toEqual([
+    '501 5.1.7 Sender address is not valid UTF-8',
+    '555 5.5.4 MAIL FROM parameter not supported: RET',
+    '452 4.3.1 Insufficient system storage, try again later',
+    '503 5.5.1 Error: need MAIL command',
+    '221 2.0.0 Bye',
+  ]);
 
   // Delivery goes on: once the downstream takes the mail, the space comes back.
   const ok = relay.nextLog((l) => l.event === 'spool_space_ok', 30_000);

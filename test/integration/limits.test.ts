@@ -1,6 +1,7 @@
 /**
  * Limits, enforced against a running relay: message size (while streaming, with bounded memory),
- * recipients per message, messages per minute per client and per user, concurrent connections.
+ * recipients per message, messages per minute per client and per user, concurrent connections, and
+ * connections per client address (count and rate, with exempt networks).
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { a, mx, startDnsServer, type TestDnsServer } from '../helpers/dns.js';
 import { makeTempDir, relayConfig, startRelay, writeUsersFile, type RelayProcess } from '../helpers/relay.js';
 import { SmtpClient, authPlain } from '../helpers/smtp-client.js';
 import { makeCa, makeCert, writeCert } from '../helpers/tls.js';
+import { waitFor } from '../cluster/proc.js';
 
 jest.setTimeout(120_000);
 
@@ -147,6 +149,7 @@ describe('recipients and rates', () => {
           messagesPerMinutePerClient: 3,
           messagesPerMinutePerUser: 2,
           maxConnections: 6,
+          exemptNetworks: [], // the tests' clients are on loopback, exempt by default
         },
         dns: dnsConfig(),
       }),
@@ -157,8 +160,11 @@ describe('recipients and rates', () => {
   test('at most maxRecipients distinct recipients: 452 4.5.3 past it', async () => {
     const c = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.11' });
     await transaction(c);
-    for (const r of ['a', 'b', 'c', 'A']) expect((await c.command(`RCPT TO:<${r}@mx.test>`)).code).toBe(250);
+    // A repeat (the domain in another case) does not count; another local part does, whatever its case.
+    for (const r of ['a@mx.test', 'b@mx.test', 'c@mx.test', 'a@MX.test'])
+      expect((await c.command(`RCPT TO:<${r}>`)).code).toBe(250);
     expect((await c.command('RCPT TO:<d@mx.test>')).raw).toBe('452 4.5.3 Too many recipients');
+    expect((await c.command('RCPT TO:<A@mx.test>')).raw).toBe('452 4.5.3 Too many recipients');
     expect((await c.command('DATA')).code).toBe(354);
     const done = await c.command('Subject: three\r\n\r\nx\r\n.');
     expect(done.code).toBe(250);
@@ -220,10 +226,94 @@ describe('recipients and rates', () => {
     const refused = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.31' });
     expect(refused.greeting.raw).toBe('421 4.3.2 Too many connections, try again later');
     await refused.closed;
-    open.pop()!.close();
-    await new Promise((r) => setTimeout(r, 100));
+    const last = open.pop()!;
+    last.close();
+    await last.closed;
+    // Wait (bounded) until the relay has let go of it: its session count is back to five.
+    for (let i = 0; ; i++) {
+      const inFlight = await relay.metric('mailfleet_relay_sessions_in_flight', { listener: 'relay' });
+      if (inFlight !== undefined && inFlight <= 5) break;
+      if (i > 200) throw new Error(`the relay still counts ${inFlight} sessions`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
     const again = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.31' });
     expect(again.greeting.code).toBe(220);
     for (const c of [...open, again]) c.close();
+  });
+});
+
+describe('connections per client address', () => {
+  let relay: RelayProcess;
+  beforeAll(async () => {
+    relay = await startRelay({
+      config: relayConfig({
+        limits: {
+          maxConnectionsPerClient: 3,
+          connectionsPerMinutePerClient: 5,
+          exemptNetworks: ['127.0.0.45/32'],
+        },
+        dns: dnsConfig(),
+      }),
+    });
+  });
+  afterAll(async () => relay?.stop());
+
+  const TOO_MANY = '421 4.7.0 Too many connections from your address, try again later';
+  const inFlight = async () =>
+    (await relay.metric('mailfleet_relay_sessions_in_flight', { listener: 'relay' })) ?? 0;
+  const refused = async (reason: string) =>
+    (await relay.metric('mailfleet_relay_connections_refused_total', { listener: 'relay', reason })) ?? 0;
+  const send = (localAddress: string) =>
+    nodemailer
+      .createTransport({ host: '127.0.0.1', port: relay.ports.relay, ignoreTLS: true, localAddress })
+      .sendMail({ from: 'app@example.com', to: 'r@mx.test', subject: 'hello', text: 'x' });
+
+  test('an address holding maxConnectionsPerClient is refused its next connection; another client gets in', async () => {
+    const held = [];
+    for (let i = 0; i < 3; i++)
+      held.push(await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.41' }));
+    for (const c of held) expect(c.greeting.code).toBe(220);
+    const next = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.41' });
+    expect(next.greeting.raw).toBe(TOO_MANY);
+    await next.closed;
+    // A real client from that address meets the same reply; one from another address sends its mail.
+    await expect(send('127.0.0.41')).rejects.toMatchObject({ responseCode: 421, response: TOO_MANY });
+    expect((await send('127.0.0.42')).response).toMatch(/^250 2\.0\.0 Ok: queued as /);
+    expect(await refused('client_connections')).toBe(2);
+    // Closing one of the three frees its place.
+    held.pop()!.close();
+    await waitFor('the closed session to end', async () => (await inFlight()) === 2, { timeoutMs: 10_000 });
+    const again = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.41' });
+    expect(again.greeting.code).toBe(220);
+    for (const c of [...held, again]) c.close();
+    await waitFor('the sessions to end', async () => (await inFlight()) === 0, { timeoutMs: 10_000 });
+  });
+
+  test('connectionsPerMinutePerClient: past the burst, 421 4.7.0 at connect; other addresses unaffected', async () => {
+    for (let i = 0; i < 5; i++) {
+      const c = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.43' });
+      expect(c.greeting.code).toBe(220);
+      await c.command('QUIT');
+      c.close();
+    }
+    const sixth = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.43' });
+    expect(sixth.greeting.raw).toBe(
+      '421 4.7.0 Connection rate limit exceeded for your address, try again later',
+    );
+    await sixth.closed;
+    expect(await refused('client_connection_rate')).toBe(1);
+    const other = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.44' });
+    expect(other.greeting.code).toBe(220);
+    other.close();
+  });
+
+  test('an exempt network is neither limited in connections nor in their rate', async () => {
+    const open = [];
+    for (let i = 0; i < 8; i++) {
+      const c = await SmtpClient.connect(relay.ports.relay!, { localAddress: '127.0.0.45' });
+      expect(c.greeting.code).toBe(220);
+      open.push(c);
+    }
+    for (const c of open) c.close();
   });
 });

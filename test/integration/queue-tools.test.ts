@@ -111,6 +111,17 @@ test('without the token the relay refuses', async () => {
   expect(stdout).toMatch(/^1 mailfleet-relay: admin token required/);
 });
 
+test('in a relay pod the config comes from MAILFLEET_RELAY_CONFIG, so `kubectl exec POD -- mailfleet-relay queue list` needs no flags for the token', async () => {
+  const env = { ...process.env, MAILFLEET_RELAY_CONFIG: relay.configFile };
+  const { stdout } = await exec(
+    process.execPath,
+    [RELAY_CLI, 'queue', 'list', '--admin', `http://127.0.0.1:${relay.ports.admin}`],
+    { env },
+  );
+  expect(stdout).toContain('-Queue ID-');
+  expect(stdout.split('\n').filter((l) => /^[0-9A-Z]{17}/.test(l))).toHaveLength(ids.length);
+});
+
 test('queue delete removes a message; retry sends one now, retry --all the rest', async () => {
   expect(await queue('delete', ids[2]!)).toMatchObject({ code: 0, stdout: `${ids[2]}: deleted\n` });
   expect((await queue('list')).stdout).not.toContain(ids[2]);

@@ -26,6 +26,12 @@ rules:
   - apiGroups:
       - ""
     resources:
+      - persistentvolumeclaims
+    verbs:
+      - delete
+  - apiGroups:
+      - ""
+    resources:
       - pods
     verbs:
       - get

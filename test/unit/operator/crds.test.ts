@@ -68,6 +68,12 @@ describe('SmtpRelay CRD specifics', () => {
       "self.mode != 'smarthost' || has(self.smarthost)",
     );
     expect(v.schema.openAPIV3Schema['x-kubernetes-validations'][0].rule).toContain('metadata.name');
+    expect(spec.properties.service['x-kubernetes-validations'][0].rule).toBe(
+      "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+    );
+    const proxy = spec.properties.listeners.properties.submission.properties.proxyProtocol;
+    expect(proxy.required).toEqual(['trustedProxies']);
+    expect(proxy.properties.trustedProxies.minItems).toBe(1);
   });
 });
 

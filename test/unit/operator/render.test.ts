@@ -86,6 +86,22 @@ describe('renderRelay', () => {
     expect(pod.automountServiceAccountToken).toBe(false);
   });
 
+  it('lets the non-root relay bind ports below 1024 through the pod-scoped safe sysctl, only when it listens on one', () => {
+    // The defaults listen on 587: without the sysctl the relay exits with EACCES on containerd 1.x.
+    expect(pod.securityContext.sysctls).toEqual([
+      { name: 'net.ipv4.ip_unprivileged_port_start', value: '0' },
+    ]);
+    const high = relay({
+      listeners: {
+        submission: { enabled: true, port: 2587 },
+        smtps: { enabled: false, port: 465 },
+        relay: { enabled: true, port: 2525, allowedNetworks: [] },
+      },
+    });
+    const highPod = byKind(renderRelay(input(high)), 'StatefulSet').spec.template.spec;
+    expect(highPod.securityContext.sysctls).toBeUndefined();
+  });
+
   it('runs the relay on its config file with probes on the admin port', () => {
     expect(c.command).toEqual(['mailfleet-relay', '--config', '/etc/mailfleet/relay.yaml']);
     expect(c.image).toBe('ghcr.io/mailfleet/mailfleet:test');
@@ -140,6 +156,18 @@ describe('renderRelay', () => {
     expect(headless.spec.clusterIP).toBe('None');
     expect(headless.spec.publishNotReadyAddresses).toBe(true);
     expect(headless.spec.ports.map((p: any) => p.name)).toEqual(['submission', 'admin']);
+  });
+
+  it('sets externalTrafficPolicy on the client Service only when asked (never on the headless one)', () => {
+    expect(byKind(objs, 'Service', 'mail').spec).not.toHaveProperty('externalTrafficPolicy');
+    const lb = renderRelay(
+      input(relay({ service: { type: 'LoadBalancer', externalTrafficPolicy: 'Local' } } as any)),
+    );
+    expect(byKind(lb, 'Service', 'mail').spec).toMatchObject({
+      type: 'LoadBalancer',
+      externalTrafficPolicy: 'Local',
+    });
+    expect(byKind(lb, 'Service', 'mail-headless').spec).not.toHaveProperty('externalTrafficPolicy');
   });
 
   it('pod template is independent of config and secret content (reload, not restart)', () => {
@@ -294,6 +322,71 @@ describe('renderRelayConfig', () => {
       smarthostCa: false,
     });
     expect(floor.spool).toMatchObject({ minFreeSpacePercent: 3, minFreeInodesPercent: 0 });
+  });
+
+  it('renders proxyProtocol per listener, only where it is set', () => {
+    const listeners = renderRelayConfig({
+      relay: relay({
+        listeners: {
+          submission: { enabled: true, port: 587, proxyProtocol: { trustedProxies: ['10.0.1.0/24'] } },
+          smtps: { enabled: true, port: 465 },
+          relay: {
+            enabled: true,
+            port: 2525,
+            allowedNetworks: ['10.0.0.0/8'],
+            proxyProtocol: { trustedProxies: ['10.0.2.0/24', 'fd00:1::/64'] },
+          },
+        },
+      }),
+      domains: [],
+      tls: true,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+    }).listeners;
+    expect(listeners.submission).toEqual({
+      address: '0.0.0.0',
+      port: 587,
+      proxyProtocol: { trustedProxies: ['10.0.1.0/24'] },
+    });
+    expect(listeners.smtps).toEqual({ address: '0.0.0.0', port: 465 });
+    expect(listeners.relay).toEqual({
+      address: '0.0.0.0',
+      port: 2525,
+      proxyProtocol: { trustedProxies: ['10.0.2.0/24', 'fd00:1::/64'] },
+      allowedNetworks: ['10.0.0.0/8'],
+    });
+    expect(validate({ ...config, listeners })).toEqual([]);
+  });
+
+  it('renders the per-client connection limits, with their defaults', () => {
+    const render = (spec: any) =>
+      renderRelayConfig({
+        relay: relay(spec),
+        domains: [],
+        tls: false,
+        ca: false,
+        smarthostCredentials: false,
+        smarthostCa: false,
+      }).limits;
+    expect(render({})).toMatchObject({
+      maxConnectionsPerClient: 100,
+      connectionsPerMinutePerClient: 1200,
+      exemptNetworks: ['127.0.0.0/8', '::1/128'],
+    });
+    expect(
+      render({
+        limits: {
+          maxConnectionsPerClient: 7,
+          connectionsPerMinutePerClient: 0,
+          exemptNetworks: ['10.1.0.0/16'],
+        },
+      }),
+    ).toMatchObject({
+      maxConnectionsPerClient: 7,
+      connectionsPerMinutePerClient: 0,
+      exemptNetworks: ['10.1.0.0/16'],
+    });
   });
 
   it('points every secret at a file of the mounted runtime Secret', () => {

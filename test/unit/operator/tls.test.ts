@@ -7,7 +7,7 @@ import {
   CERT_LIFETIME,
   CERT_RENEW_BEFORE,
 } from '../../../operator/smtprelay/tls.js';
-import { usersFile } from '../../../operator/smtprelay/passwords.js';
+import { generatePassword, usersFile } from '../../../operator/smtprelay/passwords.js';
 import { parseUsersFile, verifyPassword } from '../../../relay/auth/passwords.js';
 
 const NOW = Date.parse('2025-01-01T00:00:00Z');
@@ -41,6 +41,16 @@ describe('operator TLS', () => {
     expect(evaluateCa({ cert: 'garbage', key: 'x' }, NOW).ok).toBe(false);
     expect(evaluateCa(ca, NOW + 3300 * DAY)).toEqual({ ok: false, reason: 'CA expires soon' });
   }, 60_000);
+});
+
+describe('generatePassword', () => {
+  it('gives 32 letters and digits, never a leading "-" a command line would take for an option', () => {
+    const many = Array.from({ length: 2000 }, () => generatePassword());
+    expect(many.every((p) => /^[A-Za-z0-9]{32}$/.test(p))).toBe(true);
+    expect(new Set(many).size).toBe(many.length);
+    // Every symbol turns up: the draw is not stuck on part of the alphabet.
+    expect(new Set(many.join('')).size).toBe(62);
+  });
 });
 
 describe('usersFile', () => {

@@ -96,6 +96,38 @@ delivery:
     ]);
   });
 
+  test('per-client limits: defaults, and exempt networks are CIDRs', () => {
+    const { config } = parseConfig(base, { source: 'relay.yaml', baseDir: '/etc' });
+    expect(config.limits).toMatchObject({
+      maxConnectionsPerClient: 100,
+      connectionsPerMinutePerClient: 1200,
+      exemptNetworks: ['127.0.0.0/8', '::1/128'],
+    });
+    expect(
+      problems(`${base}limits: { exemptNetworks: [10.0.0.0/8, 10.0.0.1/8], maxConnectionsPerClient: -1 }\n`),
+    ).toEqual(['relay.yaml:14: limits.maxConnectionsPerClient: must be >= 0']);
+    expect(problems(`${base}limits: { exemptNetworks: [10.0.0.0/8, 10.0.0.1/8] }\n`)).toEqual([
+      'relay.yaml:14: limits.exemptNetworks[1]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?',
+    ]);
+  });
+
+  test('proxyProtocol: trusted proxies are CIDRs, at least one', () => {
+    const with_ = (proxy: string) =>
+      problems(
+        base.replace(
+          '    allowedNetworks: [10.0.0.0/8]',
+          `    allowedNetworks: [10.0.0.0/8]\n    proxyProtocol: ${proxy}`,
+        ),
+      );
+    expect(with_('{ trustedProxies: [10.1.0.0/16] }')).toEqual([]);
+    expect(with_('{ trustedProxies: [] }')).toEqual([
+      'relay.yaml:7: listeners.relay.proxyProtocol.trustedProxies: must not have fewer than 1 items',
+    ]);
+    expect(with_('{ trustedProxies: [lb.example] }')).toEqual([
+      'relay.yaml:7: listeners.relay.proxyProtocol.trustedProxies[0]: "lb.example" is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8)',
+    ]);
+  });
+
   test('YAML syntax errors carry the line', () => {
     expect(problems('hostname: a\nlisteners: [\n')[0]).toMatch(/^relay\.yaml:\d+: YAML: /);
     expect(problems('hostname: a\nhostname: b\n')[0]).toMatch(
@@ -103,9 +135,11 @@ delivery:
     );
   });
 
-  test('not a mapping', () => {
-    expect(problems('')).toEqual(['the configuration must be a YAML mapping (key: value)']);
-    expect(problems('- a\n- b\n')).toEqual(['the configuration must be a YAML mapping (key: value)']);
+  test('not a mapping: located like every other problem', () => {
+    expect(problems('')).toEqual(['relay.yaml: the configuration must be a YAML mapping (key: value)']);
+    expect(problems('- a\n- b\n')).toEqual([
+      'relay.yaml:1: the configuration must be a YAML mapping (key: value)',
+    ]);
   });
 
   test('referenced files are listed for the watcher, resolved', () => {

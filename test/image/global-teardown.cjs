@@ -1,0 +1,7 @@
+// Removes what the image tests wrote under the temp directory (the archive there is a link to the cache).
+const fs = require('node:fs');
+
+module.exports = async function removeImageTestDir() {
+  const dir = process.env.MAILFLEET_TEST_IMAGE_DIR;
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+};

@@ -1,0 +1,8 @@
+/** The node project's globalTeardown: stops the cluster globalSetup started (not one it was given). */
+import type { Teardown } from './global-setup.js';
+
+export default async function globalTeardown(): Promise<void> {
+  const g = globalThis as { mailfleetNodeTeardown?: Teardown };
+  await g.mailfleetNodeTeardown?.();
+  delete g.mailfleetNodeTeardown;
+}
