@@ -76,6 +76,10 @@ export const REPLY_DOCS: Record<ReplyName, ReplyDoc> = {
     step: 'MAIL',
     when: 'the user is not in the domain’s `allowedUsers` (nor is `"*"`), or the address matches no `allowedSenders` pattern',
   },
+  spoolFull: {
+    step: 'MAIL, RCPT, DATA',
+    when: 'the spool’s file system is below its free-space floor (`spool.minFreeSpacePercent`, `spool.minFreeInodesPercent`); at MAIL also when the declared `SIZE=` would take it below; after the final `.` when the message itself took it below or the disk filled up while it was written (the message is removed; see [A full disk](#a-full-disk))',
+  },
   rateLimited: {
     step: 'MAIL',
     when: 'messages per minute of this client address (unless it is in `limits.exemptNetworks`) or of this user exceeded',

@@ -109,6 +109,8 @@ export const Replies = {
   bareCr: reply(554, '5.6.0', 'Message contains a bare CR: lines must end in CRLF'),
   nulByte: reply(554, '5.6.0', 'Message contains a NUL character'),
   spoolError: reply(451, '4.3.0', 'Local error queueing the message, try again later'),
+  // MAIL, RCPT or DATA: the spool's file system is below its free-space floor, or full (RFC 3463 X.3.1)
+  spoolFull: reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   queued: reply(250, '2.0.0', 'Ok: queued as'),
 
   // Any command

@@ -9,12 +9,14 @@
  *               allowance) · verify (535, with a growing delay after repeated failures; 454 if a lockout
  *               began meanwhile)
  *   MAIL FROM → (not UTF-8: 501, connection.ts) · shutting down? (421) · parameters (555)
- *               · sender policy (530/501/553/550) · rate limits (450)
- *   RCPT TO   → (not UTF-8: 501, connection.ts) · parameters (555) · syntax (501/553) · count (452)
- *               · recipient domain via DNS (556/550/451); a repeated recipient (same local part,
- *               byte for byte; domain without case) is accepted once
+ *               · sender policy (530/501/553/550) · spool space, with a declared SIZE= (452)
+ *               · rate limits (450)
+ *   RCPT TO   → (not UTF-8: 501, connection.ts) · parameters (555) · spool space (452) · syntax (501/553)
+ *               · count (452) · recipient domain via DNS (556/550/451); a repeated recipient (same local
+ *               part, byte for byte; domain without case) is accepted once
  *   DATA      → size (552) · bare CR or NUL (554) · trace and fix-up headers
  *               · spool, fsynced → "250 2.0.0 Ok: queued as ID"
+ *               (452 when the spool's file system fell below its free-space floor or is full)
  *
  * Invariants
  * - 250 after DATA is sent only after Spool.accept() resolved (message and envelope fsynced).
@@ -27,7 +29,8 @@
  * - A session AUTHenticated as the handoff identity (a peer relay draining its queue) keeps its envelope:
  *   no sender, recipient-domain, recipient-count or rate checks, no bare CR/NUL refusal (the message
  *   was accepted once already; refusing it now could only strand it in a draining pod), no
- *   Date/Message-ID fix-ups; the size limit and the Received header still apply.
+ *   Date/Message-ID fix-ups; the size limit, the spool's free-space floor and the Received header
+ *   still apply.
  * - The client address is session.remoteAddress: behind a trusted PROXY-protocol proxy, the header's
  *   (relay/smtp/connection.ts). allowedNetworks, the per-client limits, the AUTH throttle, logs and the
  *   Received header all use it.
@@ -70,10 +73,14 @@ import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } fr
 import { checkMailParameters, checkRcptParameters, type MailParameters } from '../policy/parameters.js';
 import { Replies, ReplyError, queuedText, replyError, type Reply } from '../policy/replies.js';
 import { checkSender } from '../policy/sender.js';
+import { SpoolFullError } from '../spool/space.js';
 
 /** What intake needs from the spool (relay/spool/spool.ts implements it). */
 export interface SpoolWriter {
+  /** Rejects with SpoolFullError when the spool's file system is below its floor or full. */
   accept(envelope: Envelope, body: AsyncIterable<Uint8Array | string>): Promise<{ id: string; size: number }>;
+  /** Why new mail is refused for lack of space (with `incoming` more bytes), or undefined. */
+  spaceProblem(incoming?: number): string | undefined;
 }
 
 export interface SessionDeps {
@@ -353,6 +360,8 @@ export class SessionHandlers {
       rt.domains,
     );
     if (!decision.ok) this.rejectMessage(decision.reason, decision.reply, session, { from: address.address });
+    const space = this.deps.spool.spaceProblem(params.size ?? 0);
+    if (space) this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: space });
     if (!handoff) this.checkRates(session, user, rt);
     state.transaction = { mailFrom: decision.address, recipients: [], handoff, params };
   }
@@ -395,6 +404,8 @@ export class SessionHandlers {
     const parameters = checkRcptParameters(address.args);
     if (!parameters.ok)
       return this.rejectRecipient('bad_protocol', parameters.reply, session, address.address);
+    const space = this.deps.spool.spaceProblem();
+    if (space) return this.rejectRecipient('spool_full', Replies.spoolFull, session, address.address);
     const syntax = checkRecipientSyntax(address.address, txn.params.smtputf8);
     if (!syntax.ok) return this.rejectRecipient(syntax.reason, syntax.reply, session, address.address);
     // Canonical form: the local part exactly as given, the domain lower-case A-label (RFC 5321 §2.4).
@@ -471,6 +482,8 @@ export class SessionHandlers {
         return this.rejectMessage('bad_content', Replies.bareCr, session, { offset: err.offset });
       if (err instanceof NulError)
         return this.rejectMessage('bad_content', Replies.nulByte, session, { offset: err.offset });
+      if (err instanceof SpoolFullError)
+        return this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: err.message });
       if (stream.destroyed && !stream.readableEnded) {
         this.deps.log.info(
           { listener: this.listener, session: session.id },

@@ -1,7 +1,8 @@
 /**
  * Hostile streams at the adapter/session seam: the relay's real listener (RelayServer/RelayConnection
  * over smtp-server) and session handlers, fed random and mutated SMTP byte streams through an in-memory
- * socket, with an in-memory spool and a fixed DNS answer at the seams. Properties, for every stream:
+ * socket, with an in-memory spool (always above its free-space floor) and a fixed DNS answer at the
+ * seams. Properties, for every stream:
  *   - nothing throws, and the session ends (every wait is bounded);
  *   - every reply is well-formed (test/helpers/smtp-fuzz.ts: checkReplies);
  *   - the spool accepted exactly the messages the client was told "250 … queued as ID" for, no more;
@@ -109,6 +110,7 @@ async function harness(): Promise<Harness> {
         accepted.push({ id, envelope, size });
         return { id, size };
       },
+      spaceProblem: () => undefined, // the in-memory spool never runs out of space
     },
     metrics: new RelayMetrics({ defaultMetrics: false }),
     log: silentLogger(),
