@@ -79,7 +79,7 @@ export const PARKED_DELIVERY = {
 
 /**
  * A config with every section a test usually needs: loopback, port 0 everywhere, spool in ./spool,
- * delivery parked (PARKED_DELIVERY), a short DNS timeout. Listeners and domains come from `overrides`.
+ * delivery parked (PARKED_DELIVERY), a DNS timeout short for tests but not shorter than a loaded machine needs. Listeners and domains come from `overrides`.
  */
 export function relayConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -89,7 +89,7 @@ export function relayConfig(overrides: Record<string, unknown> = {}): Record<str
     spool: { dir: 'spool' },
     delivery: PARKED_DELIVERY,
     admin: { address: '127.0.0.1', port: 0 },
-    dns: { timeoutMs: 300, tries: 1 },
+    dns: { timeoutMs: 2000, tries: 1 },
     ...overrides,
   };
 }

@@ -43,7 +43,7 @@ beforeAll(async () => {
       tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
       auth: { usersFile: 'users' },
       limits: { maxMessageBytes: 64 * 1024 },
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     }),
   });
 });

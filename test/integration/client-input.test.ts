@@ -42,7 +42,7 @@ beforeAll(async () => {
         { name: 'example.com', allowedUsers: ['*'] },
         { name: 'sink.example', allowedUsers: ['*'], route: via(sink.port) },
       ],
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: { route: via(smarthost.port) },
     }),
   });

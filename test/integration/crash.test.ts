@@ -20,7 +20,7 @@ beforeAll(async () => {
 });
 afterAll(async () => dns?.stop());
 
-const config = () => relayConfig({ dns: { servers: [dns.server], timeoutMs: 300, tries: 1 } });
+const config = () => relayConfig({ dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 } });
 
 /** A body of 1–40 KiB, unique per message, with lines that need dot-stuffing. */
 function bodyFor(n: number): string {

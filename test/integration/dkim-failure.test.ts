@@ -41,7 +41,7 @@ beforeAll(async () => {
   relay = await startRelay({
     dir,
     config: relayConfig({
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       domains: [
         { name: 'defer.example', allowedUsers: ['*'], dkim: { selector: 'sel', keyFile: 'defer.key' } },
         {

@@ -79,7 +79,7 @@ beforeAll(async () => {
   relay = await startRelay({
     dir,
     // delivery parked (relayConfig): every message is deferred once, so its state is saved
-    config: relayConfig({ dns: { servers: [dns.server], timeoutMs: 500, tries: 1 } }),
+    config: relayConfig({ dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 } }),
     wrap: [
       'strace',
       '-f',

@@ -47,7 +47,7 @@ async function relayOnSmallFs(bytes: number, spool: Record<string, unknown>) {
     dir,
     config: relayConfig({
       spool: { dir: 'spool', ...spool },
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: {
         route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: downstream.port, tls: 'none' } },
         retry: { firstRetry: 1, maxBackoff: 1, maxLifetime: 3600 },

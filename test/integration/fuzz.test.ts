@@ -35,7 +35,7 @@ beforeAll(async () => {
           proxyProtocol: { trustedProxies: [`${PROXY}/32`] },
         },
       },
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       limits: { maxMessageBytes: 16 * 1024, messagesPerMinutePerClient: 100_000 },
     }),
   });

@@ -21,7 +21,7 @@ beforeAll(async () => {
 });
 afterAll(async () => dns?.stop());
 
-const dnsConfig = () => ({ servers: [dns.server], timeoutMs: 300, tries: 1 });
+const dnsConfig = () => ({ servers: [dns.server], timeoutMs: 2000, tries: 1 });
 
 async function transaction(c: SmtpClient, from = 'app@example.com') {
   await c.command('EHLO client.test');

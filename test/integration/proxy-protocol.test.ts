@@ -52,7 +52,7 @@ beforeAll(async () => {
       tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
       auth: { usersFile: 'users' },
       limits: { maxConnectionsPerClient: 2, exemptNetworks: [] },
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     }),
   });
 });

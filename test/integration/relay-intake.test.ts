@@ -29,7 +29,7 @@ beforeAll(async () => {
     timeout: ['timeout.test'],
   });
   relay = await startRelay({
-    config: relayConfig({ dns: { servers: [dns.server], timeoutMs: 300, tries: 1 } }),
+    config: relayConfig({ dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 } }),
   });
 });
 
@@ -40,7 +40,7 @@ beforeEach(async () => {
   restart = false;
   relay = await startRelay({
     dir: relay.dir,
-    config: relayConfig({ dns: { servers: [dns.server], timeoutMs: 300, tries: 1 } }),
+    config: relayConfig({ dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 } }),
   });
 });
 

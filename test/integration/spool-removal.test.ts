@@ -23,7 +23,7 @@ beforeAll(async () => {
   downstream = await startDownstream({ rules: { data: '451 4.3.0 try again later' } });
   relay = await startRelay({
     config: relayConfig({
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: {
         route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: downstream.port, tls: 'none' } },
         retry: { firstRetry: 1, maxBackoff: 1, maxLifetime: 3600 },
