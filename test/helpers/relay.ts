@@ -79,7 +79,8 @@ export const PARKED_DELIVERY = {
 
 /**
  * A config with every section a test usually needs: loopback, port 0 everywhere, spool in ./spool,
- * delivery parked (PARKED_DELIVERY), a DNS timeout short for tests but not shorter than a loaded machine needs. Listeners and domains come from `overrides`.
+ * delivery parked (PARKED_DELIVERY), a DNS timeout a loaded machine does not reach. Listeners and
+ * domains come from `overrides`.
  */
 export function relayConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
