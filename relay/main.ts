@@ -92,6 +92,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     dir: runtime.config.spool.dir,
     metrics,
     log: log.child({ component: 'spool' }),
+    floor: () => runtime.config.spool,
   });
   const listeners: Listener[] = createListeners(runtime, {
     runtime: () => runtime,
@@ -116,6 +117,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     if (draining) reasons.push('draining');
     if (Date.now() - lastProbe.at > 1000) lastProbe = { at: Date.now(), ok: await spool.probeWritable() };
     if (!lastProbe.ok) reasons.push('spool not writable');
+    // Below the free-space floor new mail is refused: the Service should send it to other replicas.
+    const space = spool.spaceProblem();
+    if (space) reasons.push(space);
     metrics.ready.set(reasons.length === 0 ? 1 : 0);
     return { ready: reasons.length === 0, reasons };
   };

@@ -21,6 +21,8 @@ export const MessageRejectReasons = [
   'spool_error',
   'draining',
   'bad_protocol',
+  'spool_full',
+  'bad_content',
 ] as const;
 /** Why a recipient was refused at RCPT TO. */
 export const RecipientRejectReasons = [
@@ -30,6 +32,8 @@ export const RecipientRejectReasons = [
   'null_mx',
   'no_mail_host',
   'dns_tempfail',
+  'spool_full',
+  'bad_protocol',
 ] as const;
 /** Why a connection was refused before (or instead of) its SMTP session. */
 export const ConnectionRefusedReasons = [
@@ -47,6 +51,9 @@ export const SpoolStates = ['ready', 'deferred', 'active', 'corrupt'] as const;
 /** Result of a DNS lookup; 'cached' means it was answered from the relay's cache without a query. */
 export const DnsQueryResults = ['answer', 'nodata', 'nxdomain', 'tempfail', 'cached'] as const;
 export const ConfigReloadResults = ['success', 'failure'] as const;
+export const DkimFailureOutcomes = ['deferred', 'sent_unsigned'] as const;
+/** What runs short on the spool's file system. */
+export const SpoolFsResources = ['space', 'inodes'] as const;
 
 export type MessageRejectReason = (typeof MessageRejectReasons)[number];
 export type RecipientRejectReason = (typeof RecipientRejectReasons)[number];
@@ -184,6 +191,28 @@ export class RelayMetrics {
     registers: [this.registry],
   });
 
+  readonly spoolFsFreeBytes = new Gauge({
+    name: 'mailfleet_relay_spool_filesystem_free_bytes',
+    help: "Bytes the relay may still write on the spool's file system (statfs f_bavail).",
+    registers: [this.registry],
+  });
+  readonly spoolFsSizeBytes = new Gauge({
+    name: 'mailfleet_relay_spool_filesystem_size_bytes',
+    help: "Size of the spool's file system.",
+    registers: [this.registry],
+  });
+  readonly spoolFsFreeRatio = new Gauge({
+    name: 'mailfleet_relay_spool_filesystem_free_ratio',
+    help: "Share of the spool's file system still free, by resource (space, inodes).",
+    labelNames: ['resource'] as const,
+    registers: [this.registry],
+  });
+  readonly spoolSpaceLow = new Gauge({
+    name: 'mailfleet_relay_spool_space_low',
+    help: '1 while the spool file system is below its free-space floor (spool.minFreeSpacePercent, minFreeInodesPercent): new mail is refused with 452 4.3.1 and the relay reports not ready.',
+    registers: [this.registry],
+  });
+
   // Delivery
   readonly deliveryAttempts = new Counter({
     name: 'mailfleet_relay_delivery_attempts_total',
@@ -216,6 +245,12 @@ export class RelayMetrics {
     help: 'Recipients of null-sender mail (bounces) that failed and were dropped: a bounce is never bounced.',
     registers: [this.registry],
   });
+  readonly dkimSigningFailures = new Counter({
+    name: 'mailfleet_relay_dkim_signing_failures_total',
+    help: 'Delivery attempts of mail from a DKIM-signing domain that could not be signed, by what the domain chose (domains[].dkim.onFailure): deferred (kept queued) or sent_unsigned.',
+    labelNames: ['action'] as const,
+    registers: [this.registry],
+  });
   readonly handoffs = new Counter({
     name: 'mailfleet_relay_handoffs_total',
     help: 'Messages handed to a peer relay while draining, by result (ok, failed).',
@@ -234,7 +269,7 @@ export class RelayMetrics {
   });
   readonly ready = new Gauge({
     name: 'mailfleet_relay_ready',
-    help: '1 when the relay is ready to accept mail (config loaded, spool writable, not draining).',
+    help: '1 when the relay is ready to accept mail (config loaded, spool writable and above its free-space floor, not draining).',
     registers: [this.registry],
   });
 

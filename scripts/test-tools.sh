@@ -25,6 +25,35 @@ swaks_tls() {
 }
 # Postfix's smtp-sink (downstream server) and smtp-source (bench load): the Postfix daemon is never started.
 smtp_sink_source() { [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ]; }
+# strace records the relay's system calls (test/integration/durability.test.ts): following threads (-f),
+# fds decoded with their paths and sockets (-yy), only the traced calls stopped (--seccomp-bpf). Fails
+# where ptrace is not allowed (a container without CAP_SYS_PTRACE), not only where strace is missing.
+strace_follows() {
+  command -v strace >/dev/null 2>&1 &&
+    strace -f -qq -yy --seccomp-bpf -e trace=write,fsync -o /dev/null sh -c 'echo ok >/dev/null' 2>/dev/null
+}
+# The spool's fault tests: an immutable file (chattr +i) that even root cannot unlink, in the directory
+# the tests use, and a size-limited tmpfs mounted and unmounted (root with CAP_SYS_ADMIN).
+immutable_files() {
+  local d rc=1
+  d="$(mktemp -d "${TMPDIR:-/tmp}/mailfleet-chattr.XXXXXX")" || return 1
+  if touch "$d/f" && chattr +i "$d/f" 2>/dev/null; then
+    rm -f "$d/f" 2>/dev/null || rc=0
+    chattr -i "$d/f"
+  fi
+  rm -rf "$d"
+  return $rc
+}
+small_tmpfs() {
+  local d rc=1
+  d="$(mktemp -d "${TMPDIR:-/tmp}/mailfleet-tmpfs.XXXXXX")" || return 1
+  if mount -t tmpfs -o size=1m mailfleet-check "$d" 2>/dev/null; then
+    [ "$(df -Pk "$d" | awk 'NR == 2 { print $2 }')" = 1024 ] && rc=0
+    umount "$d"
+  fi
+  rmdir "$d"
+  return $rc
+}
 # flock serialises the cached Go builds; setpriv ties the test cluster's processes to jest's life.
 util_linux() { command -v flock >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; }
 # The e2e control plane and promtool build from Go modules with the Go in test/cluster/go.mod or newer.
@@ -66,6 +95,9 @@ requirements=(
   "swaks_tls|swaks libnet-ssleay-perl libio-socket-ssl-perl|swaks with TLS and AUTH (swaks --support: 'TLS supported')"
   "smtp_sink_source|postfix|Postfix's /usr/sbin/smtp-sink and /usr/sbin/smtp-source"
   "util_linux|util-linux|flock and setpriv"
+  "immutable_files|e2fsprogs|chattr +i making a file impossible to unlink under ${TMPDIR:-/tmp}"
+  "small_tmpfs||mounting a size-limited tmpfs (run the tests as root with CAP_SYS_ADMIN)"
+  "strace_follows|strace|strace able to trace a process and its threads here (strace -f -yy --seccomp-bpf)"
   "container_runtime|containerd runc|containerd, ctr and runc (the real node)"
   "cni_plugins|containernetworking-plugins|the CNI plugins bridge, host-local, portmap and loopback in /usr/lib/cni (the real node)"
   "netns_iptables|iptables iproute2 util-linux|root, and iptables working inside a new network namespace (the real node)"

@@ -381,6 +381,22 @@ export function relayDashboard() {
       { expr: quantile(0.5, 'mailfleet_relay_spool_commit_duration_seconds', ''), legend: 'p50' },
       { expr: quantile(0.99, 'mailfleet_relay_spool_commit_duration_seconds', ''), legend: 'p99' },
     ]),
+    timeseries(
+      'Queue volume free',
+      'Free share of each pod queue volume (space, inodes) and 1 while the pod refuses new mail below its floor.',
+      'percentunit',
+      [
+        {
+          expr: `min by (pod, resource) (mailfleet_relay_spool_filesystem_free_ratio{${R}})`,
+          legend: '{{pod}} {{resource}} free',
+        },
+        { expr: `max by (pod) (mailfleet_relay_spool_space_low{${R}})`, legend: '{{pod}} refusing' },
+      ],
+    ),
+    timeseries('Queue volume bytes', 'Free bytes and size of each pod queue volume.', 'bytes', [
+      { expr: `max by (pod) (mailfleet_relay_spool_filesystem_free_bytes{${R}})`, legend: '{{pod}} free' },
+      { expr: `max by (pod) (mailfleet_relay_spool_filesystem_size_bytes{${R}})`, legend: '{{pod}} size' },
+    ]),
     timeseries('Entries set aside', 'Half-written entries removed and corrupt entries kept aside.', 'short', [
       {
         expr: `sum by (kind) (increase(mailfleet_relay_spool_swept_total{${R}}[$__rate_interval]))`,
@@ -428,6 +444,17 @@ export function relayDashboard() {
       [
         { expr: `sum by (kind) (${rate('mailfleet_relay_bounces_total')})`, legend: '{{kind}}' },
         { expr: `sum(${rate('mailfleet_relay_bounces_dropped_total')})`, legend: 'dropped' },
+      ],
+    ),
+    timeseries(
+      'DKIM signing failures',
+      'Attempts whose message could not be signed, by what its domain chose: deferred (held) or sent_unsigned.',
+      'ops',
+      [
+        {
+          expr: `sum by (action) (${rate('mailfleet_relay_dkim_signing_failures_total')})`,
+          legend: '{{action}}',
+        },
       ],
     ),
     timeseries('Drain hand-offs', 'Messages handed to a peer relay while draining, by result.', 'ops', [

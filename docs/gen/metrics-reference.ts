@@ -9,10 +9,12 @@ import {
   ConfigReloadResults,
   ConnectionRefusedReasons,
   DeliveryResults,
+  DkimFailureOutcomes,
   DnsQueryResults,
   MessageRejectReasons,
   RecipientRejectReasons,
   RelayMetrics,
+  SpoolFsResources,
   SpoolStates,
 } from '../../relay/metrics.js';
 import { OperatorMetrics } from '../../operator/runtime/metrics.js';
@@ -66,6 +68,8 @@ const LABEL_VALUES: Record<string, string> = {
   'mailfleet_relay_spool_bytes/state': SpoolStates.join(', '),
   'mailfleet_relay_dns_queries_total/result': DnsQueryResults.join(', '),
   'mailfleet_relay_config_reloads_total/result': ConfigReloadResults.join(', '),
+  'mailfleet_relay_spool_filesystem_free_ratio/resource': SpoolFsResources.join(', '),
+  'mailfleet_relay_dkim_signing_failures_total/action': DkimFailureOutcomes.join(', '),
 };
 
 function table(list: MetricInfo[]): string[] {

@@ -7,6 +7,7 @@ import type { ObjectMeta } from './smtprelay.js';
 import { Arr, Bool, DOMAIN_PATTERN, Enum, Int, Obj, Optional, Str, type Static } from './schema.js';
 
 export const DkimAlgorithms = ['rsa-sha256', 'ed25519-sha256'] as const;
+export const DkimFailureActions = ['Defer', 'SendUnsigned'] as const;
 
 export const DkimSpec = Obj(
   {
@@ -28,6 +29,11 @@ export const DkimSpec = Obj(
       default: 2048,
       minimum: 1024,
       maximum: 4096,
+    }),
+    onSigningFailure: Enum(DkimFailureActions, {
+      description:
+        'When a message cannot be signed (key unreadable or invalid): Defer keeps it queued and retries, signing again each time, until it is signed or its lifetime ends (then it bounces with the reason); SendUnsigned delivers it unsigned, which receivers enforcing DMARC may reject. Both are counted (mailfleet_relay_dkim_signing_failures_total) and alerted on.',
+      default: 'Defer',
     }),
     privateKeySecretRef: Optional(
       SecretKeyRef(

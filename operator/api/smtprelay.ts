@@ -184,6 +184,19 @@ export const QueueSpec = Obj(
         default: {},
       },
     ),
+    minFreeSpacePercent: Int({
+      description:
+        'Free space on a pod queue volume (percent of its size) below which the relay refuses new mail with 452 4.3.1 and reports not ready, so the Service sends clients to other pods; delivery and bounces go on, so space comes back. 0 disables the floor (a full volume still never acknowledges a message).',
+      minimum: 0,
+      maximum: 90,
+      default: 10,
+    }),
+    minFreeInodesPercent: Int({
+      description: 'The same floor for free inodes of the queue volume (one file per message).',
+      minimum: 0,
+      maximum: 90,
+      default: 10,
+    }),
     retry: Obj(
       {
         firstRetrySeconds: Int({

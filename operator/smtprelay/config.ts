@@ -86,6 +86,7 @@ function domainConfig(b: BoundDomain): MailDomainConfig {
             selector: spec.dkim.selector,
             algorithm: spec.dkim.algorithm,
             keyFile: file(RUNTIME_KEYS.dkim(name)),
+            onFailure: spec.dkim.onSigningFailure === 'SendUnsigned' ? 'send-unsigned' : 'defer',
           },
         }
       : {}),
@@ -135,7 +136,11 @@ export function renderRelayConfig(input: ConfigInput): RelayConfig {
       .map(domainConfig),
     limits: { ...spec.limits, idleTimeout: 300 },
     dns: { servers: [], timeoutMs: 5000, tries: 2, cacheMaxEntries: 10000 },
-    spool: { dir: PATHS.spoolDir },
+    spool: {
+      dir: PATHS.spoolDir,
+      minFreeSpacePercent: spec.queue.minFreeSpacePercent,
+      minFreeInodesPercent: spec.queue.minFreeInodesPercent,
+    },
     delivery: {
       route: {
         mode: route.mode,

@@ -3,9 +3,10 @@
  * a small route table the delivery side extends (/drain, /queue…).
  *
  *   GET /healthz  200 "ok" while the process serves HTTP at all.
- *   GET /readyz   200 {"ready":true} once the config is loaded and the spool is writable, and while not
- *                 draining or stopping; else 503 {"ready":false,"reasons":[…]}. The spool probe (create +
- *                 fsync a file) runs at most once a second whatever the probe rate.
+ *   GET /readyz   200 {"ready":true} once the config is loaded and the spool is writable and above its
+ *                 free-space floor, and while not draining or stopping; else 503 {"ready":false,
+ *                 "reasons":[…]}. The spool probe (create + fsync a file) runs at most once a second
+ *                 whatever the probe rate.
  *   GET /metrics  the relay's registry.
  *
  * Routes registered with `{ mutating: true }` change state; they need "Authorization: Bearer <token>"

@@ -218,7 +218,9 @@ export function validateConfig(
 ): LoadedConfig {
   const locate = opts.locate ?? (() => '');
   if (raw === null || raw === undefined || typeof raw !== 'object' || Array.isArray(raw))
-    throw new ConfigError(opts.source, ['the configuration must be a YAML mapping (key: value)']);
+    throw new ConfigError(opts.source, [
+      `${locate([])}the configuration must be a YAML mapping (key: value)`,
+    ]);
   const value = structuredClone(raw);
   Value.Default(RelayConfig, value);
   const schemaProblems = [...Value.Errors(RelayConfig, value)].flatMap((e) =>

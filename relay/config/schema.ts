@@ -192,6 +192,9 @@ export const Route = Type.Object(
   },
 );
 
+export const DkimFailureActions = ['defer', 'send-unsigned'] as const;
+export type DkimFailureAction = (typeof DkimFailureActions)[number];
+
 export const Dkim = Type.Object(
   {
     selector: Type.String({
@@ -204,6 +207,11 @@ export const Dkim = Type.Object(
       description: 'Signing algorithm.',
     }),
     keyFile: Type.String({ minLength: 1, description: 'PEM private key file.' }),
+    onFailure: Type.Enum([...DkimFailureActions], {
+      default: 'defer',
+      description:
+        'When the message cannot be signed (key unreadable or invalid, signer error): defer keeps it queued and retries on the schedule, signing again at each attempt (receivers enforcing DMARC would reject or junk it unsigned); send-unsigned delivers it without a signature. Either way the failure is logged and counted (dkim_signing_failures_total).',
+    }),
   },
   { additionalProperties: false, description: 'DKIM signing for mail sent as this domain.' },
 );
@@ -309,6 +317,20 @@ export const Dns = Type.Object(
 export const Spool = Type.Object(
   {
     dir: Type.String({ minLength: 1, description: 'Directory of the durable queue (a PVC on Kubernetes).' }),
+    minFreeSpacePercent: Type.Integer({
+      minimum: 0,
+      maximum: 90,
+      default: 10,
+      description:
+        "Free space on the spool's file system (share of its size available to the relay) below which new mail is refused with 452 4.3.1 and /readyz fails; delivery and bounces go on, so space comes back. 0 disables the floor (a full disk still never gets a 250).",
+    }),
+    minFreeInodesPercent: Type.Integer({
+      minimum: 0,
+      maximum: 90,
+      default: 10,
+      description:
+        'The same floor for free inodes (one file per message, plus its delivery state). Ignored on file systems that report no inode count.',
+    }),
   },
   { additionalProperties: false, description: 'Where accepted mail is kept until delivered.' },
 );
@@ -458,4 +480,5 @@ export type DeliveryConfig = Type.Static<typeof Delivery>;
 export type AdminConfig = Type.Static<typeof Admin>;
 export type AuthConfig = Type.Static<typeof Auth>;
 export type HandoffConfig = Type.Static<typeof Handoff>;
+export type SpoolConfig = Type.Static<typeof Spool>;
 export type ProxyProtocolConfig = Type.Static<typeof ProxyProtocol>;

@@ -7,7 +7,8 @@
  *   GET  /queue                     {"messages": [QueueItem…]}
  *   GET  /queue/message?id=ID       QueueItem plus "headers"               404 when unknown
  *   POST /queue/retry               {"id": ID} or {"all": true}            404 unknown, 409 active
- *   POST /queue/delete              {"id": ID}                             404 unknown, 409 active
+ *   POST /queue/delete              {"id": ID}                             404 unknown, 409 active,
+ *                                                                          500 when the file cannot go
  *
  * Everything but GET /drain is registered as `mutating`: it needs the admin bearer token when
  * admin.tokenFile is set (else loopback clients only) — the queue listing shows addresses, so it is
@@ -102,7 +103,12 @@ export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRout
     'POST',
     '/queue/delete',
     guarded(async (req, res) => {
-      const result = await ops.delete(requireId(await readJson(req)));
+      const id = requireId(await readJson(req));
+      const result = await ops.delete(id).catch((err: Error) => err);
+      if (result instanceof Error)
+        return sendJson(res, 500, {
+          error: `could not remove ${id}: ${result.message}; it stays in the queue`,
+        });
       if (result === 'not-found') return sendJson(res, 404, { error: 'no such message' });
       if (result === 'active')
         return sendJson(res, 409, { error: 'the message is being delivered right now; try again' });

@@ -50,7 +50,10 @@ export async function queueDsn(spool: Spool, req: BounceRequest): Promise<string
     ...(req.envelope.smtputf8 ? { smtputf8: true } : {}),
     ...(/[^\x20-\x7e\r\n\t]/.test(raw) ? { bodyType: '8BITMIME' as const } : {}),
   };
-  const { id } = await spool.accept(envelope, Readable.from([Buffer.from(raw, 'utf8')]));
+  // A bounce may use the space below the free-space floor: delivery goes on while new mail is refused.
+  const { id } = await spool.accept(envelope, Readable.from([Buffer.from(raw, 'utf8')]), {
+    useReserve: true,
+  });
   return id;
 }
 

@@ -10,14 +10,17 @@
  * memory stays bounded whatever the message size.
  *
  * A damaged spool body rethrows CorruptEntryError (the queue manager sets the message aside).
- * Other failures (unreadable key, bad key, signer errors) never stop delivery: the message goes out unsigned
- * and the reason is returned for the log, because an unsigned message may still be delivered while an
- * undelivered one is surely lost to the sender.
+ * Other failures (unreadable key, bad key, signer errors) are returned with the reason, and the domain's
+ * `dkim.onFailure` decides (queue-manager.ts): `defer` (the default) keeps the message queued and signs
+ * again at its next attempt, because receivers that enforce DMARC reject or junk unsigned mail from a
+ * domain that publishes DKIM, and a held message is not lost (it bounces only at the end of its
+ * lifetime, with the reason); `send-unsigned` delivers it without a signature. Both are counted in
+ * dkim_signing_failures_total{action} and alerted on.
  */
 import fs from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { dkimSign } from 'mailauth';
-import type { DkimConfig } from '../config/schema.js';
+import type { DkimConfig, DkimFailureAction } from '../config/schema.js';
 import { CorruptEntryError } from '../spool/spool.js';
 
 export interface DkimResult {
@@ -25,6 +28,8 @@ export interface DkimResult {
   signature: string;
   /** Why no signature was made, when signing was configured but failed. */
   error?: string;
+  /** What the domain wants done when `error` is set (domains[].dkim.onFailure). */
+  onFailure?: DkimFailureAction;
 }
 
 /** Signs the message read from `body` as `domain` with `dkim`'s key. */
@@ -39,7 +44,11 @@ export async function signMessage(
     privateKey = await fs.readFile(dkim.keyFile, 'utf8');
   } catch (err) {
     body.destroy();
-    return { signature: '', error: `cannot read DKIM key ${dkim.keyFile}: ${(err as Error).message}` };
+    return {
+      signature: '',
+      error: `cannot read DKIM key ${dkim.keyFile}: ${(err as Error).message}`,
+      onFailure: dkim.onFailure,
+    };
   }
   try {
     const key = {
@@ -53,12 +62,20 @@ export async function signMessage(
     const result = await dkimSign(body, { ...key, signTime: new Date(now), signatureData: [key] });
     if (result.errors.length) {
       const e = result.errors[0]!;
-      return { signature: result.signatures, error: `DKIM signing failed: ${e.err.message}` };
+      return {
+        signature: result.signatures,
+        error: `DKIM signing failed: ${e.err.message}`,
+        onFailure: dkim.onFailure,
+      };
     }
     return { signature: result.signatures };
   } catch (err) {
     body.destroy();
     if (err instanceof CorruptEntryError) throw err; // the spooled body is damaged: not a signing problem
-    return { signature: '', error: `DKIM signing failed: ${(err as Error).message}` };
+    return {
+      signature: '',
+      error: `DKIM signing failed: ${(err as Error).message}`,
+      onFailure: dkim.onFailure,
+    };
   }
 }

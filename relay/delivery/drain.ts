@@ -229,7 +229,17 @@ export class Drainer {
       return;
     }
     if (pending.length === 0) {
-      await this.opts.spool.remove(id);
+      try {
+        await this.opts.spool.remove(id);
+      } catch (err) {
+        // Every recipient is with a peer: keep that on disk so the next pass only removes the file.
+        await this.opts.spool.saveState(id, state).catch(() => undefined);
+        this.log.error(
+          { id, err: String(err) },
+          'handed off, but the file could not be removed; the removal is retried',
+        );
+        return;
+      }
       this.counts.handedOff++;
       this.opts.metrics?.handoffs.inc({ result: 'ok' });
       this.log.info({ id, recipients: entry.envelope.recipients.length }, 'message handed off');

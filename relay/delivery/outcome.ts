@@ -4,7 +4,10 @@
  *
  * - recordOutcomes(): after each destination's final reply. delivered → done for good, bounced →
  *   failed (to report), deferred → still pending with the reason kept for a later DSN. The caller saves
- *   the result at once, so a crash never redelivers to a recipient whose 250 was recorded.
+ *   the result at once (Spool.saveState: on stable storage, state/ fsynced, before it resolves), so
+ *   neither a crash nor a power cut redelivers to a recipient whose 250 was saved. The one window is
+ *   the end of a message: its removal becomes durable with the spool's next directory fsync (at most
+ *   200 ms later), and a power cut before that brings the whole message back (at-least-once; ADR 36).
  * - finishAttempt(): once every destination of the attempt answered. Pending recipients past the
  *   message's lifetime fail as expired (5.4.7); failures not yet reported are listed for a bounce; a
  *   delay notice is listed once when due; otherwise the next attempt time is set. A message with no

@@ -13,7 +13,9 @@
  * - At-least-once. A recipient's outcome is written to the spool right after the downstream's final
  *   reply and before anything else happens (when other groups of the message are still out, its state
  *   is saved at once; for the last group, the removal or the state save that ends the attempt is the
- *   record). A message is removed only after every recipient was delivered or reported; a DSN is in
+ *   record). Saved state is on stable storage when the save resolves; a removal only with the spool's
+ *   next directory fsync (up to 200 ms later), so a power cut can bring a delivered message back
+ *   (ADR 36). A message is removed only after every recipient was delivered or reported; a DSN is in
  *   the spool before the failure it reports is marked reported. A crash in between redelivers or
  *   re-reports, never loses.
  * - The schedule lives in the spool: a deferred message's next attempt time is its state's
@@ -24,9 +26,10 @@
  *   its jobs are queued until its attempt is settled on disk.
  * - A damaged body (checksum mismatch) sets the message aside in corrupt/, never drops it.
  *
- * Diagnostics: one log line per settled attempt (id, outcome, per-result counts), per DSN queued and
- * per message set aside; metrics delivery_attempts_total, delivery_duration_seconds,
- * time_in_queue_seconds, bounces_total, bounces_dropped_total.
+ * Diagnostics: one log line per settled attempt (id, outcome, per-result counts), per DSN queued, per
+ * message set aside and per DKIM signing failure; metrics delivery_attempts_total,
+ * delivery_duration_seconds, time_in_queue_seconds, bounces_total, bounces_dropped_total,
+ * dkim_signing_failures_total.
  */
 import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
@@ -378,7 +381,11 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       outcomes = await this.opts.deliver(outgoing, group, job.controller.signal);
     } catch (err) {
       if (err instanceof CorruptEntryError) msg.corrupt = err.reason;
-      else {
+      else if (err instanceof SigningFailed) {
+        outcomes = group.recipients.map((r) =>
+          localDeferral(r, '4.7.5', `not sent unsigned (dkim.onFailure: defer): ${err.message}`),
+        );
+      } else {
         this.log.error({ id: msg.entry.id, err: String(err) }, 'delivery attempt failed unexpectedly');
         outcomes = group.recipients.map((r) => localDeferral(r, '4.3.0', `internal error: ${String(err)}`));
       }
@@ -417,12 +424,25 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     };
   }
 
+  /**
+   * The message's DKIM signature, made at its first attempt and kept in its state. When signing fails,
+   * the domain's dkim.onFailure decides: defer (SigningFailed: this attempt is deferred for every
+   * group, nothing is kept, the next attempt signs again) or send unsigned (kept, so every later attempt
+   * sends the same bytes).
+   */
   private async signature(msg: ActiveMessage): Promise<string> {
     if (msg.state.dkimSignature !== undefined) return msg.state.dkimSignature;
     const result = await this.opts.sign(msg.entry);
     if (!result) return '';
-    if (result.error)
+    if (result.error) {
+      const defer = (result.onFailure ?? 'defer') === 'defer';
+      this.opts.metrics?.dkimSigningFailures.inc({ action: defer ? 'deferred' : 'sent_unsigned' });
+      if (defer) {
+        this.log.warn({ id: msg.entry.id, error: result.error }, 'DKIM signing failed; message deferred');
+        throw new SigningFailed(result.error);
+      }
       this.log.warn({ id: msg.entry.id, error: result.error }, 'sending without a DKIM signature');
+    }
     msg.state = { ...msg.state, dkimSignature: result.signature };
     return result.signature;
   }
@@ -488,7 +508,7 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       }
       msg.state = decision.state;
       if (decision.finished) {
-        await this.opts.spool.remove(id);
+        await this.removeFinished(id, decision.state);
         const failed = Object.values(decision.state.recipients).some((r) => r.status === 'failed');
         this.opts.metrics?.timeInQueue.observe(
           { result: failed ? 'bounced' : 'delivered' },
@@ -509,6 +529,28 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     }
     this.logSettled(msg, decision.finished);
     this.release(msg, decision.finished ? 'removed' : 'deferred');
+  }
+
+  /**
+   * Removes a finished message. When its file cannot be removed it stays queued; its final state is
+   * saved (best effort) so the retry after the backoff only removes it and sends nothing again.
+   */
+  private async removeFinished(id: string, state: DeliveryState): Promise<void> {
+    try {
+      await this.opts.spool.remove(id);
+    } catch (err) {
+      this.log.error(
+        { id, err: String(err) },
+        'could not remove a finished message; it stays queued and its removal is retried',
+      );
+      await this.opts.spool.saveState(id, state).catch((saveErr: unknown) => {
+        this.log.error(
+          { id, err: String(saveErr) },
+          'could not save the final state either: the retry will deliver the message again',
+        );
+      });
+      throw err;
+    }
   }
 
   private async notify(
@@ -562,6 +604,9 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     if (this.active.size === 0) this.emit('quiet');
   }
 }
+
+/** The message could not be signed and its domain defers rather than send it unsigned. */
+class SigningFailed extends Error {}
 
 /** A body stream with `head` in front (the DKIM-Signature header fields). */
 function prepend(head: string, open: () => Readable): Readable {

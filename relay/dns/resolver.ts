@@ -20,6 +20,14 @@
  * NODATA) for `negativeTtlSeconds` (default 60, RFC 2308 would use the SOA minimum, which c-ares
  * does not report either). At most `cacheMaxEntries` answers, least recently used dropped first.
  * Concurrent lookups of one name share one query.
+ *
+ * Each query gets a c-ares channel of its own, so that `timeoutMs` is what it waits: c-ares (1.32 and
+ * later, in Node 24) uses the configured timeout only for a server's first query and then adapts it to
+ * five times the server's average latency (at least 250 ms). After a run of fast answers a query that
+ * needs longer (a cache miss at the recursive resolver, a loaded machine) timed out early and became a
+ * 451 4.4.3. A channel costs about 0.1 ms and no file descriptor once its query is done; answers are
+ * cached above it. What is lost is c-ares remembering a dead server across queries: like resolv.conf
+ * without "rotate", every query asks the servers in their configured order.
  */
 import { promises as dnsPromises } from 'node:dns';
 import type { DnsConfig } from '../config/schema.js';
@@ -83,7 +91,9 @@ export function normaliseServers(servers: readonly string[]): string[] {
 }
 
 export class MailResolver {
-  private readonly resolver: dnsPromises.Resolver;
+  /** The channels of the queries in flight (cancel() reaches them). */
+  private readonly channels = new Set<dnsPromises.Resolver>();
+  private readonly servers: string[];
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inflight = new Map<string, Promise<Answer<unknown>>>();
   private readonly now: () => number;
@@ -91,8 +101,7 @@ export class MailResolver {
 
   constructor(private readonly opts: ResolverOptions) {
     const { config } = opts;
-    this.resolver = new dnsPromises.Resolver({ timeout: config.timeoutMs, tries: config.tries });
-    if (config.servers.length > 0) this.resolver.setServers(normaliseServers(config.servers));
+    this.servers = normaliseServers(config.servers);
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
   }
@@ -126,7 +135,7 @@ export class MailResolver {
   /** MX records of `domain`, sorted by preference (lowest first), as cached. */
   async mx(domain: string): Promise<Answer<MxHost>> {
     const answer = await this.query('MX', domain, async () => {
-      const records = await this.resolver.resolveMx(domain);
+      const records = await this.withChannel((c) => c.resolveMx(domain));
       const sorted = records
         .map((r) => ({ exchange: r.exchange.toLowerCase().replace(/\.$/, ''), priority: r.priority }))
         .sort((x, y) => x.priority - y.priority || x.exchange.localeCompare(y.exchange));
@@ -139,10 +148,9 @@ export class MailResolver {
   async addresses(host: string, family: 4 | 6): Promise<Answer<HostAddress>> {
     const type = family === 4 ? 'A' : 'AAAA';
     const answer = await this.query(type, host, async () => {
-      const records =
-        family === 4
-          ? await this.resolver.resolve4(host, { ttl: true })
-          : await this.resolver.resolve6(host, { ttl: true });
+      const records = await this.withChannel((c) =>
+        family === 4 ? c.resolve4(host, { ttl: true }) : c.resolve6(host, { ttl: true }),
+      );
       const ttl = Math.min(...records.map((r) => r.ttl), this.opts.maxTtlSeconds ?? 3600);
       return { records: records.map((r) => ({ address: r.address, family, ttl: r.ttl })), ttl };
     });
@@ -156,7 +164,20 @@ export class MailResolver {
 
   /** Cancels queries in flight (they settle as tempfail). */
   cancel(): void {
-    this.resolver.cancel();
+    for (const c of this.channels) c.cancel();
+  }
+
+  /** Runs one query on a channel of its own (see the top of this file for why). */
+  private async withChannel<T>(query: (channel: dnsPromises.Resolver) => Promise<T>): Promise<T> {
+    const { timeoutMs, tries } = this.opts.config;
+    const channel = new dnsPromises.Resolver({ timeout: timeoutMs, tries });
+    if (this.servers.length > 0) channel.setServers(this.servers);
+    this.channels.add(channel);
+    try {
+      return await query(channel);
+    } finally {
+      this.channels.delete(channel);
+    }
   }
 
   private async query<T>(

@@ -12,6 +12,14 @@
  *   settles, so the SMTP reply always follows the client's final ".".
  * - A client that goes away mid-DATA fails the body stream (ClientGoneError), so the spool never
  *   commits a truncated message.
+ * - A failure of the body stream always reaches the consumer through its iteration, never as an
+ *   uncaught 'error' event, however early it happens.
+ * - Content: a bare CR (a CR not followed by LF) or a NUL anywhere, header section or body, refuses the
+ *   whole message the same way (BareCrError / NulError at the end, 554 5.6.0 after the final "."),
+ *   and nothing of it is handed on. The next hop's SMTP client turns a bare CR into CRLF, which would
+ *   split one header field into two ("X-A: a\rX-B: b") that this relay never saw; RFC 5322 §2.3 and
+ *   RFC 6152 allow CR only in CRLF and no NUL at all. A bare LF is a line end here (the header scan
+ *   reads it as one) and leaves as CRLF, so it creates no line the relay did not see: it is accepted.
  */
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { scanHeaderSection } from './headers.js';
@@ -24,6 +32,18 @@ export class MessageTooBigError extends Error {
 export class HeaderTooBigError extends Error {
   constructor(readonly limit: number) {
     super(`header section exceeds ${limit} bytes`);
+  }
+}
+/** A CR not followed by LF at `offset` (client bytes, from the start of DATA). */
+export class BareCrError extends Error {
+  constructor(readonly offset: number) {
+    super(`bare CR at byte ${offset}`);
+  }
+}
+/** A NUL byte at `offset`. */
+export class NulError extends Error {
+  constructor(readonly offset: number) {
+    super(`NUL at byte ${offset}`);
   }
 }
 export class ClientGoneError extends Error {
@@ -40,6 +60,8 @@ export interface IntakeOptions {
   maxHeaderBytes?: number;
   /** Header lines to prepend, given the lower-case names of the fields the message has. */
   prelude: (fields: ReadonlySet<string>) => string;
+  /** Refuse bare CR and NUL (default true); false for a peer relay's hand-off, already accepted once. */
+  checkContent?: boolean;
 }
 
 /** Counts, limits and prepends. Never errors before its input ends (see the module header). */
@@ -48,6 +70,10 @@ export class IntakeTransform extends Transform {
   received = 0;
   private tooBig = false;
   private headerTooBig = false;
+  /** The first bare CR or NUL seen, once one was. */
+  private badContent?: BareCrError | NulError;
+  /** The previous chunk ended in CR: whether it was bare depends on this chunk's first byte. */
+  private crAtEnd = false;
   private scanning = true;
   private held: Buffer[] = [];
   private heldBytes = 0;
@@ -57,18 +83,25 @@ export class IntakeTransform extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const start = this.received;
     this.received += chunk.length;
     if (this.received > this.opts.maxMessageBytes) {
       this.tooBig = true;
       this.release();
     }
     if (this.tooBig || this.headerTooBig) return cb();
+    if (!this.badContent && this.opts.checkContent !== false)
+      this.badContent = this.checkContent(chunk, start);
+    if (this.badContent) {
+      this.release();
+      return cb();
+    }
     if (!this.scanning) return cb(null, chunk);
     this.held.push(chunk);
     this.heldBytes += chunk.length;
-    const start = this.held.length === 1 ? chunk : Buffer.concat(this.held, this.heldBytes);
-    this.held = [start];
-    const scan = scanHeaderSection(start);
+    const head = this.held.length === 1 ? chunk : Buffer.concat(this.held, this.heldBytes);
+    this.held = [head];
+    const scan = scanHeaderSection(head);
     // The section's size decides, whether or not its end arrived in this chunk.
     if (scan.size > this.maxHeaderBytes()) {
       this.headerTooBig = true;
@@ -82,6 +115,8 @@ export class IntakeTransform extends Transform {
   override _flush(cb: TransformCallback): void {
     if (this.tooBig) return cb(new MessageTooBigError(this.opts.maxMessageBytes));
     if (this.headerTooBig) return cb(new HeaderTooBigError(this.maxHeaderBytes()));
+    if (this.badContent) return cb(this.badContent);
+    if (this.crAtEnd) return cb(new BareCrError(this.received - 1)); // the message's last byte
     if (this.scanning) {
       const all = Buffer.concat(this.held, this.heldBytes);
       this.held = [all];
@@ -90,6 +125,20 @@ export class IntakeTransform extends Transform {
       this.emitHeld(scan.fields);
     }
     cb();
+  }
+
+  /** The first bare CR or NUL in `chunk`, which starts at client byte `start`. */
+  private checkContent(chunk: Buffer, start: number): BareCrError | NulError | undefined {
+    if (this.crAtEnd && chunk.length > 0 && chunk[0] !== 0x0a) return new BareCrError(start - 1);
+    const nul = chunk.indexOf(0);
+    let cr = chunk.indexOf(0x0d);
+    while (cr >= 0 && cr < chunk.length - 1 && (nul < 0 || cr < nul)) {
+      if (chunk[cr + 1] !== 0x0a) return new BareCrError(start + cr);
+      cr = chunk.indexOf(0x0d, cr + 2);
+    }
+    if (nul >= 0) return new NulError(start + nul);
+    this.crAtEnd = chunk.length > 0 && chunk[chunk.length - 1] === 0x0d;
+    return undefined;
   }
 
   private maxHeaderBytes(): number {
@@ -128,6 +177,10 @@ export async function receiveMessage<R>(
   };
   source.once('error', () => gone(new ClientGoneError()));
   source.once('close', () => gone());
+  // The consumer learns of a failure through its iteration, also when the transform failed before it
+  // began reading (the spool opens its file first): without a listener that error was uncaught and
+  // took the process down (found by test/integration/fuzz.test.ts).
+  transform.on('error', () => undefined);
   source.pipe(transform);
   try {
     return await accept(transform);

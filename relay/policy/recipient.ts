@@ -2,11 +2,13 @@
  * Recipient policy: syntax, count, and whether the recipient's domain accepts mail. Pure: the DNS answer
  * is gathered elsewhere (relay/dns) and passed in.
  *
- *  - Syntax: a full address with a valid domain (553 5.1.3). Address literals ("user@[192.0.2.1]") and
+ *  - Syntax: a full address with a valid domain (501 5.1.3). Address literals ("user@[192.0.2.1]") and
  *    the bare "postmaster" are refused: this relay has no local mailboxes and only forwards by domain.
  *    A non-ASCII local part needs SMTPUTF8 (553 5.6.7).
  *  - Count: at most limits.maxRecipients distinct recipients (452 4.5.3; RFC 5321 §4.5.3.1.10 says the
- *    client then sends the rest in another transaction). Repeating a recipient does not count twice.
+ *    client then sends the rest in another transaction). Repeating a recipient does not count twice;
+ *    "the same" compares canonical addresses: the local part byte for byte (only the receiving system
+ *    may decide that "DUP" and "dup" are one mailbox, RFC 5321 §2.4), the domain without case.
  *  - Domain (RFC 5321 §5.1): MX records, else an A/AAAA record (implicit MX) → accept. Null MX
  *    (RFC 7505) → 556 5.1.10. NXDOMAIN, or no MX and no address → 550 5.1.2. Timeout, SERVFAIL or
  *    other DNS trouble → 451 4.4.3, so the client retries instead of bouncing.
@@ -45,8 +47,7 @@ export function checkRecipientCount(
   address: string,
   maxRecipients: number,
 ): RecipientDecision {
-  const lower = address.toLowerCase();
-  if (current.length >= maxRecipients && !current.some((a) => a.toLowerCase() === lower))
+  if (current.length >= maxRecipients && !current.includes(address))
     return reject('too_many', Replies.tooManyRecipients);
   return { ok: true };
 }

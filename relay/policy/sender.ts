@@ -7,7 +7,7 @@
  *  2. submission/smtps: the session must be authenticated (530 5.7.0).
  *     relay: the client must be in allowedNetworks (550 5.7.1) — the connect check already refused
  *     outsiders with 554; this is defence in depth.
- *  3. The address must be valid (553 5.1.7); a non-ASCII local part needs SMTPUTF8 (553 5.6.7);
+ *  3. The address must be valid (501 5.1.7); a non-ASCII local part needs SMTPUTF8 (553 5.6.7);
  *     the null sender is refused (550 5.7.1).
  *  4. Its domain must be one of config.domains, compared in lower-case A-label form, exact match
  *     only — a subdomain is a different domain (550 5.7.1).

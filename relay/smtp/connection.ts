@@ -1,6 +1,6 @@
 /**
  * smtp-server, adapted: a listener class (RelayServer) whose connections (RelayConnection) differ from
- * the library's in five documented ways. Everything else — command parsing, PIPELINING, dot-unstuffing,
+ * the library's in nine documented ways. Everything else — command parsing, PIPELINING, dot-unstuffing,
  * STARTTLS, SASL exchanges, idle timeouts — is the library's.
  *
  *  1. No greeting delay. SMTPConnection.init() waits a fixed 100 ms before the 220 greeting to catch
@@ -11,7 +11,9 @@
  *     (docs/adr/0003-relay-smtp-server-adapter.md)
  *  2. Enhanced status codes chosen by the relay. The library derives one from the basic code
  *     (550 → 5.1.1 whatever the reason); a reply whose text starts with an enhanced code
- *     (relay/policy/replies.ts) is sent as is instead.
+ *     (relay/policy/replies.ts) is sent as is instead. The library's own address-syntax refusals are
+ *     replaced by the catalogue's, so a malformed sender or recipient gets one reply whichever layer
+ *     noticed.
  *  3. AUTH only after TLS where the listener requires it: not advertised in EHLO before STARTTLS, and
  *     "530 5.7.0 Must issue a STARTTLS command first" (RFC 3207 §4) instead of the library's 538.
  *  4. VRFY never discloses users (252 2.5.0), EXPN is not offered (502 5.5.1).
@@ -21,17 +23,32 @@
  *     of the library's useProxy (v1 only, exact addresses, no refusal of headers from anyone else):
  *     - a peer inside `proxyProtocol.trustedProxies` must start with a valid header within 5 s; the
  *       session then has the header's client address (or the proxy's own for v1 UNKNOWN / v2 LOCAL),
- *       read before any TLS, so it works on smtps too. A missing or invalid header: the connection
- *       gets "421 4.7.0 PROXY protocol header missing or invalid" (plaintext) and is closed;
+ *       read before any TLS, so it works on smtps too. A missing, invalid or truncated header (the
+ *       proxy half-closed inside it): the connection gets "421 4.7.0 PROXY protocol header missing or
+ *       invalid" (plaintext) and is closed. A proxy that closes or half-closes before sending a byte
+ *       is gone (a TCP health check): closed, nothing written, not counted as invalid;
  *     - any other peer that starts with a PROXY header (either version) gets "554 5.7.1 PROXY protocol
  *       header not accepted from this address" and is closed; nothing from the header is used. On a
  *       plaintext listener that peer has already been greeted (SMTP servers speak first, so the
  *       relay does not wait for it); on smtps its first bytes are looked at before the handshake.
  *     Trust is read per connection from the runtime, so a reload applies to the next connection.
+ *     What follows the header in the same packets (pipelined commands, a FIN) is put back for the
+ *     session, so 7-9 hold behind a proxy too.
+ *  7. MAIL and RCPT lines are checked as bytes: the library decodes them as UTF-8, turning invalid bytes
+ *     into U+FFFD, which would send mail to an address the client never gave. A line that is not UTF-8
+ *     is refused (501 5.1.7 / 5.1.3 for the address, 501 5.5.4 for a parameter) before it is decoded.
+ *  8. A client that half-closes (sends FIN after its last command or its final ".") still gets every
+ *     reply: the listener keeps half-open sockets (allowHalfOpen), and the connection closes once the
+ *     input has ended and nothing is left to answer. Without this Node ended the socket at the FIN and
+ *     the 250 for a message already queued was never sent, so the client would send it again.
+ *  9. A client whose input ends in the middle of DATA can never finish the message: the connection
+ *     closes at once and nothing is queued.
  *
  * These overrides use smtp-server's documented class surface (its own .d.ts); the integration tests
- * (test/integration/smtp-*.test.ts) exercise each one, so an upgrade that changes them fails loudly.
+ * (test/integration/bad-input.test.ts, relay-intake.test.ts, submission-tls.test.ts,
+ * proxy-protocol.test.ts) exercise each one, so an upgrade that changes them fails loudly.
  */
+import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
@@ -66,6 +83,8 @@ export interface ListenerTraits {
   authRequiresTls: boolean;
   /** Called when AUTH is refused because the session is not encrypted yet (metrics). */
   onAuthBeforeTls?: (session: SMTPServerSession) => void;
+  /** Called when a MAIL or RCPT line is refused because it is not UTF-8 (metrics, log). */
+  onNotUtf8?: (session: SMTPServerSession, command: 'MAIL' | 'RCPT') => void;
   /** Peers that must send a PROXY header (listeners.<name>.proxyProtocol.trustedProxies); read per connection. */
   trustedProxies?: () => readonly Network[];
   /** PROXY headers accepted and connections refused over them (metrics, logs). */
@@ -79,14 +98,16 @@ function sessionId(): string {
     .padStart(16, '0');
 }
 
-/** The peer closed or reset the connection before its first bytes were read: nothing to answer. */
+/** The peer closed, reset or half-closed the connection before sending a byte: nothing to answer. */
 class PeerGone extends Error {}
 
 type Decision<T> = { more: true } | { fail: string } | { consumed: number; result: T };
 
 /**
  * Reads the first bytes of a socket until `decide` has its answer, puts back what it did not consume,
- * and calls `done` once: with the result, or an error (bad header, timeout, peer gone).
+ * and calls `done` once: with the result, or an error (bad header, timeout, input ended inside the
+ * header, peer gone). What is put back keeps its place before a FIN already received, so the session
+ * still reads every line and then the end of its input (8).
  */
 function readStart<T>(
   socket: net.Socket,
@@ -103,10 +124,16 @@ function readStart<T>(
     socket.off('readable', onReadable);
     socket.off('error', onGone);
     socket.off('close', onGone);
-    socket.off('end', onGone);
+    socket.off('end', onEnd);
     done(err, result);
   };
   const onGone = () => finish(new PeerGone('connection closed before its first bytes were read'));
+  // 'end' is the peer's FIN. The socket is half-open (allowHalfOpen, 8) and can still be answered:
+  // bytes before the FIN are a header cut short; a FIN before any byte is a peer that left.
+  const onEnd = () =>
+    buf.length === 0
+      ? onGone()
+      : finish(new Error(`input ended after ${buf.length} bytes, before the PROXY header was complete`));
   const onReadable = () => {
     let chunk: Buffer | null;
     while (!finished && (chunk = socket.read() as Buffer | null) !== null) {
@@ -126,7 +153,7 @@ function readStart<T>(
   socket.on('readable', onReadable);
   socket.on('error', onGone);
   socket.on('close', onGone);
-  socket.on('end', onGone);
+  socket.on('end', onEnd);
 }
 
 /** Writes a reply line to a socket that never got a session, then closes it. */
@@ -137,6 +164,12 @@ function refuseSocket(socket: net.Socket, r: Reply): void {
     setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
   }
 }
+
+/** Replies of the library that the catalogue replaces (by the context the library sends them with). */
+const REPLACED: Record<string, Reply> = {
+  SENDER_SYNTAX_ERROR: Replies.senderSyntax,
+  MAILBOX_SYNTAX_ERROR: Replies.recipientSyntax,
+};
 
 export class RelayServer extends SMTPServer {
   constructor(
@@ -267,8 +300,7 @@ export class RelayConnection extends SMTPConnection {
         detail: 'PROXY header from an untrusted address',
         afterGreeting: true,
       });
-      const r = Replies.proxyHeaderUntrusted;
-      this.send(r.code, `${r.enhanced} ${r.text}`);
+      this.sendReply(Replies.proxyHeaderUntrusted);
       this.close();
     };
     socket.prependListener('data', peek);
@@ -276,27 +308,47 @@ export class RelayConnection extends SMTPConnection {
 
   /** 2 and 3: keep the relay's enhanced codes; hide AUTH from EHLO before TLS. */
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    const replaced = typeof context === 'string' ? REPLACED[context] : undefined;
+    if (replaced) {
+      this.sendReply(replaced);
+      return;
+    }
     if (typeof data === 'string' && context !== false && ENHANCED_PREFIX.test(data)) {
-      super.send(code, data, false);
+      this.write(code, data, false);
       return;
     }
     if (Array.isArray(data) && code === 250 && this.hidesAuth()) {
-      super.send(
+      this.write(
         code,
         data.filter((line, i) => i === 0 || !line.startsWith('AUTH ')),
         context,
       );
       return;
     }
-    super.send(code, data, context);
+    this.write(code, data, context);
+  }
+
+  /**
+   * 8: the library's send() writes only while the socket's readyState is "open"; after the client's
+   * FIN it is "writeOnly", and the reply would be dropped. For the duration of that synchronous call the
+   * socket reads as open (an own property shadowing the prototype's getter, removed right after).
+   */
+  private write(code: number, data?: string | string[] | null, context?: string | false): void {
+    const socket = this._socket;
+    if (socket.readyState !== 'writeOnly' || socket.destroyed) return super.send(code, data, context);
+    Object.defineProperty(socket, 'readyState', { value: 'open', configurable: true });
+    try {
+      super.send(code, data, context);
+    } finally {
+      delete (socket as { readyState?: unknown }).readyState;
+    }
   }
 
   /** 3: AUTH before STARTTLS is refused with RFC 3207's reply. */
   override handler_AUTH(command: Buffer, callback: () => void): void {
     if (this.hidesAuth()) {
       this.traits.onAuthBeforeTls?.(this.session);
-      const r = Replies.authTlsRequired;
-      this.send(r.code, `${r.enhanced} ${r.text}`);
+      this.sendReply(Replies.authTlsRequired);
       callback();
       return;
     }
@@ -305,23 +357,80 @@ export class RelayConnection extends SMTPConnection {
 
   /** 4: VRFY answers without looking anything up. */
   override handler_VRFY(command: Buffer, callback: () => void): void {
-    if (!command.toString().trim().split(/\s+/)[1]) {
-      this.send(501, '5.5.4 Syntax: VRFY address');
-    } else {
-      const r = Replies.vrfyNotDisclosed;
-      this.send(r.code, `${r.enhanced} ${r.text}`);
-    }
+    this.sendReply(command.toString().trim().split(/\s+/)[1] ? Replies.vrfyNotDisclosed : Replies.vrfySyntax);
     callback();
   }
 
   /** 4: EXPN would list a mailing list's members; there are none to list, and we would not tell. */
   handler_EXPN(_command: Buffer, callback: () => void): void {
-    const r = Replies.expnDisabled;
-    this.send(r.code, `${r.enhanced} ${r.text}`);
+    this.sendReply(Replies.expnDisabled);
     callback();
+  }
+
+  /** 7: refuse a MAIL line that is not UTF-8 before the library decodes it. */
+  override handler_MAIL(command: Buffer, callback: () => void): void {
+    const refusal = notUtf8(command, Replies.senderNotUtf8, Replies.mailParameterNotUtf8);
+    if (!refusal) return super.handler_MAIL(command, callback);
+    this.traits.onNotUtf8?.(this.session, 'MAIL');
+    this.sendReply(refusal);
+    callback();
+  }
+
+  /** 7: the same for RCPT. */
+  override handler_RCPT(command: Buffer, callback: () => void): void {
+    const refusal = notUtf8(command, Replies.recipientNotUtf8, Replies.rcptParameterNotUtf8);
+    if (!refusal) return super.handler_RCPT(command, callback);
+    this.traits.onNotUtf8?.(this.session, 'RCPT');
+    this.sendReply(refusal);
+    callback();
+  }
+
+  /** 8 and 9: notice when the client's input has ended (its FIN, every line before it parsed). */
+  override _createParser(): ReturnType<SMTPConnection['_createParser']> {
+    const parser = super._createParser();
+    parser.once('finish', () => {
+      if (this._parser !== parser) return; // replaced by STARTTLS
+      this.inputEnded = true;
+      this.closeIfAnswered();
+    });
+    return parser;
+  }
+
+  /** 8: after each command's handler is done, a client whose input ended may be let go. */
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    super._onCommand(command, () => {
+      callback?.();
+      if (this.inputEnded) this.closeIfAnswered();
+    });
+  }
+
+  private inputEnded = false;
+
+  /** Closes once no handler and no message is waiting for its reply; a DATA left open never will. */
+  private closeIfAnswered(): void {
+    if (this._closing || this._handlerPending) return;
+    const inData = Boolean(this._parser && this._parser._dataMode);
+    if (this._dataStream && !inData) return; // the message is in; its reply is still to come
+    this.close();
+  }
+
+  private sendReply(r: Reply): void {
+    this.write(r.code, `${r.enhanced} ${r.text}`, false);
   }
 
   private hidesAuth(): boolean {
     return this.traits.authRequiresTls && !this.secure;
   }
+}
+
+/**
+ * The refusal for a MAIL/RCPT line that is not UTF-8: `address` when the bad bytes are inside the
+ * angle brackets (or there are none to tell), `parameter` when they come after them.
+ */
+function notUtf8(line: Buffer, address: Reply, parameter: Reply): Reply | undefined {
+  if (isUtf8(line)) return undefined;
+  const open = line.indexOf(0x3c); // <
+  const close = open < 0 ? -1 : line.indexOf(0x3e, open); // >
+  if (close < 0 || !isUtf8(line.subarray(open + 1, close))) return address;
+  return parameter;
 }

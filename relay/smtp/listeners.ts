@@ -8,7 +8,9 @@
  *
  * Each may accept the PROXY protocol from its trusted proxies (proxyProtocol; relay/smtp/connection.ts).
  * Every listener advertises PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES and SIZE <limit>.
- * DSN, REQUIRETLS, XCLIENT/XFORWARD and sendmail's joke commands (WIZ, SHELL, KILL) are off.
+ * DSN, REQUIRETLS, XCLIENT/XFORWARD and sendmail's joke commands (WIZ, SHELL, KILL) are off; their
+ * MAIL/RCPT parameters are refused (relay/policy/parameters.ts). Sockets are kept half-open after the
+ * client's FIN so it still gets its replies (relay/smtp/connection.ts, 8).
  *
  * Shutdown (stop): the sockets stop accepting at once; idle sessions get "421 4.3.2" right away and
  * sessions inside a transaction (MAIL given, DATA streaming, a handler pending) may finish it — they get
@@ -51,6 +53,7 @@ function listenerOptions(name: ListenerName, rt: Runtime): SMTPServerOptions {
     heloResponse: '%s Hello %s',
     logger: false,
     disableReverseLookup: true,
+    allowHalfOpen: true,
     hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
     hideREQUIRETLS: true,
@@ -68,14 +71,15 @@ export function createListeners(rt: Runtime, deps: SessionDeps): Listener[] {
   const out: Listener[] = [];
   for (const name of ['submission', 'smtps', 'relay'] as const) {
     if (!rt.config.listeners[name]) continue;
-    const handlers = new SessionHandlers(name, deps).handlers();
+    const session = new SessionHandlers(name, deps);
     const server = new RelayServer(
-      { ...listenerOptions(name, rt), ...handlers },
+      { ...listenerOptions(name, rt), ...session.handlers() },
       {
         name,
         authRequiresTls: name === 'submission',
         onAuthBeforeTls: () =>
           deps.metrics.authAttempts.inc({ listener: name, mechanism: 'any', result: 'not_allowed' }),
+        onNotUtf8: (s, command) => session.notUtf8(s, command),
         trustedProxies: () => deps.runtime().trustedProxies[name] ?? [],
         onProxy: (event) => proxyEvent(name, event, deps),
       },

@@ -8,18 +8,29 @@
  *   AUTH      → throttle admits the check (454 when locked out; waits while checks in flight use up the
  *               allowance) · verify (535, with a growing delay after repeated failures; 454 if a lockout
  *               began meanwhile)
- *   MAIL FROM → shutting down? (421) · sender policy (530/550/553) · rate limits (450)
- *   RCPT TO   → syntax (553) · count (452) · recipient domain via DNS (556/550/451)
- *   DATA      → size (552) · trace and fix-up headers · spool, fsynced → "250 2.0.0 Ok: queued as ID"
+ *   MAIL FROM → (not UTF-8: 501, connection.ts) · shutting down? (421) · parameters (555)
+ *               · sender policy (530/501/553/550) · spool space, with a declared SIZE= (452)
+ *               · rate limits (450)
+ *   RCPT TO   → (not UTF-8: 501, connection.ts) · parameters (555) · spool space (452) · syntax (501/553)
+ *               · count (452) · recipient domain via DNS (556/550/451); a repeated recipient (same local
+ *               part, byte for byte; domain without case) is accepted once
+ *   DATA      → size (552) · bare CR or NUL (554) · trace and fix-up headers
+ *               · spool, fsynced → "250 2.0.0 Ok: queued as ID"
+ *               (452 when the spool's file system fell below its free-space floor or is full)
  *
  * Invariants
  * - 250 after DATA is sent only after Spool.accept() resolved (message and envelope fsynced).
  * - No callback throws into smtp-server: every handler catches, logs, and answers 451 4.3.0.
+ * - Every reply comes from the catalogue (relay/policy/replies.ts).
+ * - SMTPUTF8 and BODY are taken from the MAIL command that opened the transaction, never from the
+ *   library's session envelope (which keeps them from a refused MAIL).
  * - Config is read per command from `deps.runtime()`, so a reload applies to the next command of every
  *   open session and drops none.
  * - A session AUTHenticated as the handoff identity (a peer relay draining its queue) keeps its envelope:
- *   no sender, recipient-domain, recipient-count or rate checks, no Date/Message-ID fix-ups; the size
- *   limit and the Received header still apply.
+ *   no sender, recipient-domain, recipient-count or rate checks, no bare CR/NUL refusal (the message
+ *   was accepted once already; refusing it now could only strand it in a draining pod), no
+ *   Date/Message-ID fix-ups; the size limit, the spool's free-space floor and the Received header
+ *   still apply.
  * - The client address is session.remoteAddress: behind a trusted PROXY-protocol proxy, the header's
  *   (relay/smtp/connection.ts). allowedNetworks, the per-client limits, the AUTH throttle, logs and the
  *   Received header all use it.
@@ -47,17 +58,29 @@ import type { Runtime } from '../runtime.js';
 import type { Envelope } from '../spool/envelope.js';
 import type { AuthThrottle } from '../auth/throttle.js';
 import { prelude, receivedHeader } from '../intake/headers.js';
-import { HeaderTooBigError, IntakeTransform, MessageTooBigError, receiveMessage } from '../intake/receive.js';
+import {
+  BareCrError,
+  HeaderTooBigError,
+  IntakeTransform,
+  MessageTooBigError,
+  NulError,
+  receiveMessage,
+} from '../intake/receive.js';
 import type { ClientConnectionLimits } from '../policy/client-limits.js';
 import { clientKey, isAddressAllowed } from '../policy/network.js';
 import type { RateLimiter } from '../policy/rate-limit.js';
 import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } from '../policy/recipient.js';
-import { Replies, ReplyError, queuedText, replyError, withText, type Reply } from '../policy/replies.js';
+import { checkMailParameters, checkRcptParameters, type MailParameters } from '../policy/parameters.js';
+import { Replies, ReplyError, queuedText, replyError, type Reply } from '../policy/replies.js';
 import { checkSender } from '../policy/sender.js';
+import { SpoolFullError } from '../spool/space.js';
 
 /** What intake needs from the spool (relay/spool/spool.ts implements it). */
 export interface SpoolWriter {
+  /** Rejects with SpoolFullError when the spool's file system is below its floor or full. */
   accept(envelope: Envelope, body: AsyncIterable<Uint8Array | string>): Promise<{ id: string; size: number }>;
+  /** Why new mail is refused for lack of space (with `incoming` more bytes), or undefined. */
+  spaceProblem(incoming?: number): string | undefined;
 }
 
 export interface SessionDeps {
@@ -81,8 +104,10 @@ export interface SessionDeps {
 
 interface Transaction {
   mailFrom: string;
+  /** Canonical addresses (relay/policy/address.ts), each once. */
   recipients: string[];
   handoff: boolean;
+  params: MailParameters;
 }
 
 interface SessionState {
@@ -170,7 +195,7 @@ export class SessionHandlers {
 
   private internal(err: unknown, session?: SMTPServerSession): Error {
     this.deps.log.error({ err, listener: this.listener, session: session?.id }, 'internal error in session');
-    return replyError(withText(Replies.spoolError, 'Local error in processing, try again later'));
+    return replyError(Replies.internalError);
   }
 
   private state(session: SMTPServerSession): SessionState {
@@ -317,6 +342,10 @@ export class SessionHandlers {
     state.transaction = undefined;
     if (this.deps.stopping()) this.rejectMessage('draining', Replies.shuttingDown, session);
     const rt = this.deps.runtime();
+    const parameters = checkMailParameters(address.args, { authOffered: this.listener !== 'relay' });
+    if (!parameters.ok)
+      this.rejectMessage('bad_protocol', parameters.reply, session, { from: address.address });
+    const { params } = parameters;
     const user = authUser(session);
     const handoff = user !== undefined && user === rt.handoffUser;
     const decision = checkSender(
@@ -326,13 +355,15 @@ export class SessionHandlers {
         authUser: user,
         handoff,
         clientAllowed: this.listener !== 'relay' || isAddressAllowed(session.remoteAddress, rt.relayNetworks),
-        smtputf8: Boolean(session.envelope.smtpUtf8),
+        smtputf8: params.smtputf8,
       },
       rt.domains,
     );
     if (!decision.ok) this.rejectMessage(decision.reason, decision.reply, session, { from: address.address });
+    const space = this.deps.spool.spaceProblem(params.size ?? 0);
+    if (space) this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: space });
     if (!handoff) this.checkRates(session, user, rt);
-    state.transaction = { mailFrom: decision.address, recipients: [], handoff };
+    state.transaction = { mailFrom: decision.address, recipients: [], handoff, params };
   }
 
   private checkRates(session: SMTPServerSession, user: string | undefined, rt: Runtime): void {
@@ -369,11 +400,16 @@ export class SessionHandlers {
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const txn = this.state(session).transaction;
-    if (!txn) throw replyError({ code: 503, enhanced: '5.5.1', text: 'Need MAIL command' });
-    const syntax = checkRecipientSyntax(address.address, Boolean(session.envelope.smtpUtf8));
+    if (!txn) throw replyError(Replies.needMail);
+    const parameters = checkRcptParameters(address.args);
+    if (!parameters.ok)
+      return this.rejectRecipient('bad_protocol', parameters.reply, session, address.address);
+    const space = this.deps.spool.spaceProblem();
+    if (space) return this.rejectRecipient('spool_full', Replies.spoolFull, session, address.address);
+    const syntax = checkRecipientSyntax(address.address, txn.params.smtputf8);
     if (!syntax.ok) return this.rejectRecipient(syntax.reason, syntax.reply, session, address.address);
-    const lower = syntax.address.toLowerCase();
-    const duplicate = txn.recipients.some((r) => r.toLowerCase() === lower);
+    // Canonical form: the local part exactly as given, the domain lower-case A-label (RFC 5321 §2.4).
+    const duplicate = txn.recipients.includes(syntax.address);
     if (!txn.handoff) {
       const count = checkRecipientCount(
         txn.recipients,
@@ -396,11 +432,7 @@ export class SessionHandlers {
     const txn = this.state(session).transaction;
     if (!txn || txn.recipients.length === 0) {
       stream.resume();
-      this.rejectMessage(
-        'no_recipients',
-        { code: 503, enhanced: '5.5.1', text: 'Need RCPT command' },
-        session,
-      );
+      this.rejectMessage('no_recipients', Replies.needRcpt, session);
     }
     const rt = this.deps.runtime();
     const receivedAt = this.now();
@@ -413,6 +445,7 @@ export class SessionHandlers {
     );
     const transform = new IntakeTransform({
       maxMessageBytes: rt.config.limits.maxMessageBytes,
+      checkContent: !txn.handoff,
       prelude: (fields) =>
         prelude({ received, fields, fixups: !txn.handoff, hostname: rt.config.hostname, now: receivedAt }),
     });
@@ -445,6 +478,12 @@ export class SessionHandlers {
       if (err instanceof MessageTooBigError)
         return this.rejectMessage('size', Replies.messageTooBig, session, { bytes: transform.received });
       if (err instanceof HeaderTooBigError) return this.rejectMessage('size', Replies.headerTooBig, session);
+      if (err instanceof BareCrError)
+        return this.rejectMessage('bad_content', Replies.bareCr, session, { offset: err.offset });
+      if (err instanceof NulError)
+        return this.rejectMessage('bad_content', Replies.nulByte, session, { offset: err.offset });
+      if (err instanceof SpoolFullError)
+        return this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: err.message });
       if (stream.destroyed && !stream.readableEnded) {
         this.deps.log.info(
           { listener: this.listener, session: session.id },
@@ -457,6 +496,19 @@ export class SessionHandlers {
     } finally {
       this.deps.inflight.delete(write);
       this.state(session).transaction = undefined;
+    }
+  }
+
+  /** A MAIL or RCPT line relay/smtp/connection.ts refused before decoding it: counted and logged. */
+  notUtf8(session: SMTPServerSession, command: 'MAIL' | 'RCPT'): void {
+    const { metrics, log } = this.deps;
+    const where = { listener: this.listener, session: session.id, client: session.remoteAddress };
+    if (command === 'MAIL') {
+      metrics.messagesRejected.inc({ listener: this.listener, reason: 'sender_syntax' });
+      log.info({ ...where, reason: 'sender_syntax', detail: 'not UTF-8' }, 'message refused');
+    } else {
+      metrics.recipientsRejected.inc({ listener: this.listener, reason: 'syntax' });
+      log.info({ ...where, reason: 'syntax', detail: 'not UTF-8' }, 'recipient refused');
     }
   }
 
@@ -499,8 +551,8 @@ function composeEnvelope(
     listener,
     client: { address: session.remoteAddress, ...(helo ? { helo } : {}) },
     ...(user !== undefined ? { authUser: user } : {}),
-    ...(session.envelope.smtpUtf8 ? { smtputf8: true } : {}),
-    bodyType: session.envelope.bodyType?.toLowerCase() === '8bitmime' ? '8BITMIME' : '7BIT',
+    ...(txn.params.smtputf8 ? { smtputf8: true } : {}),
+    bodyType: txn.params.bodyType,
   };
   return { envelope, received };
 }

@@ -3,21 +3,31 @@
  *
  *   <dir>/queue/<id>     one file per message (format.ts): envelope, body, end record. Immutable.
  *   <dir>/state/<id>     delivery progress (attempts, next attempt, per-recipient outcome), JSON,
- *                        replaced atomically; absent until the first attempt.
+ *                        replaced atomically and durably; absent until the first attempt.
  *   <dir>/corrupt/<id>   damaged messages, set aside with a <id>.reason note; never deleted by us.
  *   <dir>/tmp/           scratch for atomic replaces and the writability probe.
  *   <dir>/lock           pid of the relay that owns the spool.
  *
- * Invariants
+ * Invariants (what "durable" means here: it survives a power cut, not only a killed process; ADR 36)
  * - accept() resolves only after the message file (fdatasync) and its directory entry (group-committed
  *   directory fsync) are durable; only then may the caller answer 250. A crash at any moment loses
- *   nothing that was acknowledged.
+ *   nothing that was acknowledged. The file is created in place with O_EXCL, not renamed: until its end
+ *   record is written and synced it is half-written, which recovery recognises (below).
+ * - The directories themselves are durable before the first message: open() fsyncs the parent of every
+ *   directory it creates, and the spool directory (whose entries are queue/, state/, ...) on every start.
+ * - saveState() resolves only after the new state file (fdatasync) and its rename into state/
+ *   (group-committed fsync of state/) are durable, so a recorded outcome never comes back undone after
+ *   a power cut: a recipient whose 250 was recorded is not sent the message again.
  * - A file without its end record was never acknowledged: it is removed at start (half-written).
  *   A file whose end record, envelope or checksum is wrong is moved to corrupt/, never silently dropped.
  * - Delivery is at-least-once: a removal is made durable by the next directory fsync, which the next
  *   accept() asks for, or within REMOVAL_SYNC_MS when none comes; a crash in that window can only bring
  *   a delivered message back (redelivery), never lose one. Removals do not wait for an fsync of their
  *   own: that halved the directory fsyncs under load and shortened every accept's wait behind them.
+ * - Below the free-space floor (space.ts, ADR 8) accept() refuses client mail with SpoolFullError, also
+ *   when the message itself took the file system below it (checked before its fdatasync); bounces
+ *   (useReserve) and delivery state may use the reserve. ENOSPC/EDQUOT while writing is SpoolFullError
+ *   too. Whatever fails, the file is removed: never a 250, never a half-written entry left to sweep.
  * - One relay per spool directory (lock file); the in-memory index is rebuilt from disk at start and is
  *   only a cache of what the directories say.
  *
@@ -42,6 +52,7 @@ import { randomBytes } from 'node:crypto';
 import type { RelayMetrics } from '../metrics.js';
 import type { Envelope } from './envelope.js';
 import { GroupSync } from './group-sync.js';
+import { SpaceMonitor, SpoolFullError, isOutOfSpace, type SpaceFloor, type SpaceReading } from './space.js';
 import {
   MAX_HEADER_BYTES,
   TRAILER_LENGTH,
@@ -126,7 +137,21 @@ export interface SpoolOptions {
   metrics?: RelayMetrics;
   log?: Log;
   now?: () => number;
+  /** The free-space floor in force (read at each check, so reloads apply); none when absent. */
+  floor?: () => SpaceFloor;
+  /** statfs of the spool directory (a seam for unit tests; default: the real one). */
+  readSpace?: (dir: string) => Promise<SpaceReading>;
 }
+
+export interface AcceptOptions {
+  /**
+   * Internal mail (bounces, delay notices) may use the space below the free-space floor: delivery must
+   * go on while new mail is refused. Mail from clients may not.
+   */
+  useReserve?: boolean;
+}
+
+const NO_FLOOR: SpaceFloor = { minFreeSpacePercent: 0, minFreeInodesPercent: 0 };
 
 interface SpoolEvents {
   accepted: [SpoolEntry];
@@ -157,6 +182,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   private bodyCacheBytes = 0;
   private corruptCount = 0;
   private closed = false;
+  /** Free space and inodes of the spool's file system, against the floor (space.ts). */
+  readonly space: SpaceMonitor;
   private readonly now: () => number;
   private readonly log: Log;
   private readonly queueDir: string;
@@ -167,7 +194,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   private constructor(
     readonly dir: string,
     private readonly queueSync: GroupSync,
-    private readonly dirHandle: FileHandle,
+    private readonly stateSync: GroupSync,
+    private readonly dirHandles: FileHandle[],
     private readonly opts: SpoolOptions,
   ) {
     super();
@@ -177,34 +205,65 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.stateDir = path.join(dir, 'state');
     this.corruptDir = path.join(dir, 'corrupt');
     this.tmpDir = path.join(dir, 'tmp');
+    this.space = new SpaceMonitor({
+      dir,
+      floor: opts.floor ?? (() => NO_FLOOR),
+      metrics: opts.metrics,
+      log: this.log,
+      ...(opts.readSpace ? { read: opts.readSpace } : {}),
+    });
   }
 
   /** Creates the directories, takes the lock, sweeps half-written entries, sets damaged ones aside, builds the index. */
   static async open(opts: SpoolOptions): Promise<Spool> {
     const dir = path.resolve(opts.dir);
-    for (const sub of ['queue', 'state', 'corrupt', 'tmp'])
-      await fs.mkdir(path.join(dir, sub), { recursive: true });
+    await makeDirsDurably(dir, ['queue', 'state', 'corrupt', 'tmp']);
     await takeLock(dir);
-    const dirHandle = await fs.open(path.join(dir, 'queue'), 'r');
-    const spool = new Spool(dir, new GroupSync(dirHandle), dirHandle, opts);
+    const queueHandle = await fs.open(path.join(dir, 'queue'), 'r');
+    const stateHandle = await fs.open(path.join(dir, 'state'), 'r').catch(async (err: unknown) => {
+      await queueHandle.close();
+      throw err;
+    });
+    const spool = new Spool(
+      dir,
+      new GroupSync(queueHandle),
+      new GroupSync(stateHandle),
+      [queueHandle, stateHandle],
+      opts,
+    );
     await spool.recover();
+    await spool.space.start();
     opts.metrics?.setSpoolCollector(() => spool.collectMetrics());
     return spool;
   }
 
+  /** Why new mail is refused now (free-space floor), or undefined; `incoming`: a declared size. */
+  spaceProblem(incoming = 0): string | undefined {
+    return this.space.problem(incoming);
+  }
+
   /**
    * Writes envelope + body durably and returns the queue ID. Resolves only when the message is on disk
-   * and fsynced; rejects (leaving nothing behind) when the body iterable throws or the disk fails.
+   * and fsynced; rejects (leaving nothing behind) when the body iterable throws or the disk fails. With
+   * the file system below its free-space floor — before the message, or once it is written — or full
+   * (ENOSPC, EDQUOT), it rejects with SpoolFullError; the client is told 452 4.3.1, never 250.
    */
   async accept(
     envelope: Envelope,
     body: AsyncIterable<Uint8Array | string>,
+    opts: AcceptOptions = {},
   ): Promise<{ id: string; size: number }> {
     if (this.closed) throw new Error('spool is closed');
+    const refused = opts.useReserve ? undefined : this.space.problem();
+    if (refused) throw new SpoolFullError(refused);
     const id = newMessageId(this.now());
     const file = path.join(this.queueDir, id);
     const header = encodeHeader(envelope);
-    const fh = await fs.open(file, 'wx', 0o600);
+    const fh = await fs.open(file, 'wx', 0o600).catch(async (err: unknown) => {
+      const thrown = this.outOfSpace(err);
+      if (thrown instanceof SpoolFullError) await this.space.refresh(); // out of inodes: readiness follows
+      throw thrown;
+    });
     let size = 0;
     let crc = 0;
     // the body's chunks while it is small enough to keep (see bodyCache)
@@ -233,12 +292,20 @@ export class Spool extends EventEmitter<SpoolEvents> {
       }
       pending.push(encodeTrailer(size, crc));
       await fh.writev(pending);
+      if (!opts.useReserve) {
+        // Re-checked with this message on disk: a burst of large messages must not eat the reserve.
+        const after = await this.space.afterWrite(header.length + size + TRAILER_LENGTH);
+        if (after.low) throw new SpoolFullError(after.reason);
+      }
       await fh.datasync();
       await fh.close();
     } catch (err) {
       await fh.close().catch(() => undefined);
       await fs.unlink(file).catch(() => undefined);
-      throw err;
+      const thrown = this.outOfSpace(err);
+      // the verdict now says what is left without this message (the next one may fit)
+      if (thrown instanceof SpoolFullError) await this.space.refresh();
+      throw thrown;
     }
     try {
       await this.queueSync.sync();
@@ -256,6 +323,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     }
     this.emit('accepted', entry);
     return { id, size };
+  }
+
+  /** ENOSPC/EDQUOT as SpoolFullError. */
+  private outOfSpace(err: unknown): unknown {
+    if (!isOutOfSpace(err)) return err;
+    return new SpoolFullError(
+      `no space left on the spool file system (${(err as NodeJS.ErrnoException).code})`,
+      { cause: err },
+    );
   }
 
   get(id: string): SpoolEntry | undefined {
@@ -304,7 +380,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
     return source.pipe(check);
   }
 
-  /** Records delivery progress durably (atomic replace of state/<id>). */
+  /**
+   * Records delivery progress durably: the new state is written to tmp/, fdatasynced, renamed over
+   * state/<id>, and state/ is fsynced (group commit) before this resolves.
+   */
   async saveState(id: string, state: DeliveryState): Promise<void> {
     const entry = this.index.get(id);
     if (!entry) throw new Error(`no message ${id} in the spool`);
@@ -313,10 +392,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     try {
       await fh.writeFile(JSON.stringify(state));
       await fh.datasync();
-    } finally {
-      await fh.close();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await fs.unlink(tmp).catch(() => undefined);
+      throw err;
     }
+    await fh.close();
     await fs.rename(tmp, path.join(this.stateDir, id));
+    // The rename is durable only once state/ is: without this, a power cut can bring the old state back.
+    await this.stateSync.sync();
     entry.state = state;
     // an attempt has ended without removing the message: later attempts read the file
     this.forgetBody(id);
@@ -329,17 +413,27 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.bodyCacheBytes -= cached.length;
   }
 
-  /** Removes a message that was delivered, bounced or handed off. */
+  /**
+   * Removes a message that was delivered, bounced or handed off. The file goes first: when it cannot be
+   * unlinked (read-only or failing volume, an immutable file) this rejects and the message stays in the
+   * index, queued and counted, so the caller can try again; the relay never forgets a file that is
+   * still there. A state file left behind is only logged: recovery sweeps state without a message.
+   */
   async remove(id: string): Promise<void> {
     const entry = this.index.get(id);
     if (!entry) return;
+    await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
+    if (this.index.get(id) !== entry) return; // a concurrent remove() finished first
     this.index.delete(id);
     this.forgetBody(id);
-    await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
     this.queueSync.soon(REMOVAL_SYNC_MS);
     // state/<id> exists only once saveState() wrote it or recovery read it (entry.state is set then).
     // Most mail is delivered at its first attempt and never has one: no unlink to fail with ENOENT.
-    if (entry.state) await fs.unlink(path.join(this.stateDir, id)).catch(ignoreMissing);
+    if (entry.state)
+      await fs.unlink(path.join(this.stateDir, id)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT')
+          this.log.warn({ id, err: String(err) }, 'could not remove delivery state; swept at next start');
+      });
   }
 
   /** Sets a damaged message aside in corrupt/ with a note saying why. It is never deleted by the relay. */
@@ -394,9 +488,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.space.stop();
     this.queueSync.cancelSoon();
     await this.queueSync.sync().catch(() => undefined); // removals made durable before we let go
-    await this.dirHandle.close().catch(() => undefined);
+    for (const h of this.dirHandles) await h.close().catch(() => undefined);
     await fs.unlink(path.join(this.dir, 'lock')).catch(() => undefined);
     openDirs.delete(this.dir);
   }
@@ -544,6 +639,40 @@ async function readEnds(file: string): Promise<Ends> {
         crc: trailer.crc,
       },
     };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Creates `dir` and its `subdirs` (and missing ancestors) so that each one's directory entry is durable:
+ * a directory exists after a power cut only once its parent was fsynced. The spool directory itself is
+ * fsynced on every start, which also covers subdirectories a crashed earlier start created.
+ */
+async function makeDirsDurably(dir: string, subdirs: readonly string[]): Promise<void> {
+  const created: string[] = [];
+  const make = async (d: string): Promise<void> => {
+    try {
+      await fs.mkdir(d);
+      created.push(d);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return;
+      if (code !== 'ENOENT' || path.dirname(d) === d) throw err;
+      await make(path.dirname(d));
+      await make(d);
+    }
+  };
+  await make(dir);
+  for (const sub of subdirs) await make(path.join(dir, sub));
+  const parents = new Set([dir, ...created.map((d) => path.dirname(d))]);
+  for (const p of parents) await fsyncDir(p);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
   } finally {
     await fh.close();
   }

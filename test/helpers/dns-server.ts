@@ -13,6 +13,7 @@
  *   servfail  names answered with SERVFAIL (any type)
  *   timeout   names never answered (the resolver times out)
  *   truncate  names whose UDP answers are truncated (TC), so resolvers retry over TCP
+ *   delayMs   { name: ms }: names answered only after that many milliseconds (a slow recursive resolver)
  * A name with no records at all is NXDOMAIN; a name with records of other types gets an empty NOERROR
  * answer (NODATA), with an SOA in the authority section as real servers send.
  *
@@ -36,6 +37,7 @@ interface Zone {
   servfail?: string[];
   timeout?: string[];
   truncate?: string[];
+  delayMs?: Record<string, number>;
 }
 
 const NOERROR = 0;
@@ -127,6 +129,14 @@ function soa(name: string): dnsPacket.Answer {
   };
 }
 
+/** Runs `send` now, or after the zone's delay for the query's name. */
+function later(query: dnsPacket.DecodedPacket, send: () => void): void {
+  const name = lower(query.questions?.[0]?.name ?? '');
+  const entry = Object.entries(zone.delayMs ?? {}).find(([n]) => lower(n) === name);
+  if (entry) setTimeout(send, entry[1]);
+  else send();
+}
+
 function udpServer(): dgram.Socket {
   const udp = dgram.createSocket('udp4');
   udp.on('message', (msg, rinfo) => {
@@ -137,7 +147,7 @@ function udpServer(): dgram.Socket {
       return;
     }
     const out = answer(query, 'udp');
-    if (out) udp.send(out, rinfo.port, rinfo.address);
+    if (out) later(query, () => udp.send(out, rinfo.port, rinfo.address));
   });
   return udp;
 }
@@ -164,7 +174,7 @@ const tcp = net.createServer((socket) => {
       const framed = Buffer.alloc(2 + out.length);
       framed.writeUInt16BE(out.length, 0);
       out.copy(framed, 2);
-      socket.write(framed);
+      later(query, () => socket.write(framed));
     }
   });
 });

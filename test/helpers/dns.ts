@@ -3,7 +3,9 @@
  *
  *   const dns = await startDnsServer({ records: [mx('mx.test', 'mail.mx.test'), a('mail.mx.test', '127.0.0.1')],
  *                                      servfail: ['broken.test'], timeout: ['slow.test'] });
- *   relay config: dns: { servers: [dns.server], timeoutMs: 300, tries: 1 }
+ *   relay config: dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 }
+ *     (generous on purpose: a loaded 2-core CI machine can stall this server's process for a while, and a
+ *     relay that times out answers 451 4.4.3; only names listed in `timeout` ever wait it out)
  *   dns.queries()                  every question asked so far (to check caching)
  *   await dns.setZone({...})       replace the zone (SIGHUP), resolves once it is in force
  *   await dns.stop()
@@ -31,6 +33,8 @@ export interface ZoneFile {
   timeout?: string[];
   /** Names whose UDP answers are truncated (forces TCP). */
   truncate?: string[];
+  /** Names answered only after this many milliseconds. */
+  delayMs?: Record<string, number>;
 }
 
 export const mx = (name: string, exchange: string, preference = 10, ttl = 60): ZoneRecord => ({

@@ -56,8 +56,17 @@ export interface RelayProcess {
 }
 
 const running = new Set<ChildProcess>();
+/** Relays started under a wrapper: killing the wrapper would not end them. */
+const wrappedPids = new Set<number>();
 process.once('exit', () => {
   for (const child of running) if (child.pid) child.kill('SIGKILL');
+  for (const pid of wrappedPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
 });
 
 /**
@@ -70,7 +79,8 @@ export const PARKED_DELIVERY = {
 
 /**
  * A config with every section a test usually needs: loopback, port 0 everywhere, spool in ./spool,
- * delivery parked (PARKED_DELIVERY), a short DNS timeout. Listeners and domains come from `overrides`.
+ * delivery parked (PARKED_DELIVERY), a DNS timeout a loaded machine does not reach. Listeners and
+ * domains come from `overrides`.
  */
 export function relayConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -80,7 +90,7 @@ export function relayConfig(overrides: Record<string, unknown> = {}): Record<str
     spool: { dir: 'spool' },
     delivery: PARKED_DELIVERY,
     admin: { address: '127.0.0.1', port: 0 },
-    dns: { timeoutMs: 300, tries: 1 },
+    dns: { timeoutMs: 2000, tries: 1 },
     ...overrides,
   };
 }
@@ -106,24 +116,33 @@ export interface StartOptions {
   /** Config/file poll interval (default 100 ms, so reload tests are quick). */
   watchIntervalMs?: number;
   readyTimeoutMs?: number;
+  /**
+   * A command the relay runs under, e.g. ['strace', '-f', '-o', file]: the relay is its last argument.
+   * Signals then go to the relay itself (its pid comes from its "ready" line), not to the wrapper.
+   */
+  wrap?: string[];
+  /** Extra environment for the relay process. */
+  env?: Record<string, string>;
 }
 
 export async function startRelay(opts: StartOptions): Promise<RelayProcess> {
   const dir = opts.dir ?? (await makeTempDir());
   const configFile = path.join(dir, 'relay.yaml');
   await fs.writeFile(configFile, YAML.stringify(opts.config));
-  const child = spawn(
-    process.execPath,
-    [
-      RELAY_CLI,
-      '--config',
-      configFile,
-      '--watch-interval-ms',
-      String(opts.watchIntervalMs ?? 100),
-      ...(opts.args ?? []),
-    ],
-    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const relayArgs = [
+    RELAY_CLI,
+    '--config',
+    configFile,
+    '--watch-interval-ms',
+    String(opts.watchIntervalMs ?? 100),
+    ...(opts.args ?? []),
+  ];
+  const [command, ...args] = [...(opts.wrap ?? []), process.execPath, ...relayArgs];
+  const child = spawn(command!, args, {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
   running.add(child);
   const logs: LogLine[] = [];
   let stderr = '';
@@ -179,15 +198,27 @@ export async function startRelay(opts: StartOptions): Promise<RelayProcess> {
     const res = await fetch(`http://127.0.0.1:${adminPort}${pathname}`, init);
     return { status: res.status, body: await res.text() };
   };
+  // Under a wrapper, the relay is the wrapper's child: its pid is in every log line.
+  const relayPid = opts.wrap ? (ready.pid as number) : child.pid!;
+  if (opts.wrap) {
+    wrappedPids.add(relayPid);
+    void exited.then(() => wrappedPids.delete(relayPid));
+  }
   const signal = async (sig: NodeJS.Signals) => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(relayPid, sig);
+      } catch {
+        child.kill(sig);
+      }
+    }
     return exited;
   };
   return {
     dir,
     configFile,
     spoolDir: ready.spool as string,
-    pid: child.pid!,
+    pid: relayPid,
     ports: {
       relay: listeners.relay?.port,
       submission: listeners.submission?.port,

@@ -79,6 +79,11 @@ export class SmtpClient {
     return client;
   }
 
+  /** The client's port: with the server's, it names this connection in a trace of the server. */
+  get localPort(): number {
+    return this.socket.localPort!;
+  }
+
   get tlsSocket(): tls.TLSSocket | undefined {
     return this.socket instanceof tls.TLSSocket ? this.socket : undefined;
   }

@@ -32,7 +32,7 @@ test.each([1, 2])(
   async (round) => {
     const dir = await makeTempDir();
     const config = relayConfig({
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: {
         route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: downstream.port, tls: 'none' } },
         concurrency: 20,

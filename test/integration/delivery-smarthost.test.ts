@@ -69,7 +69,7 @@ beforeAll(async () => {
   relay = await startRelay({
     dir,
     config: relayConfig({
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       domains: [
         { name: 'example.com', allowedUsers: ['*'] },
         {

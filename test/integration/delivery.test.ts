@@ -95,7 +95,7 @@ describe('direct MX delivery', () => {
     });
     relay = await startRelay({
       config: relayConfig({
-        dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+        dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
         delivery: {
           route: { mode: 'direct' },
           directPort: port,
@@ -232,7 +232,7 @@ describe('smarthost delivery to smtp-sink', () => {
     });
     const relay = await startRelay({
       config: relayConfig({
-        dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+        dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
         delivery: {
           route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: sink.port, tls: 'none' } },
         },

@@ -70,7 +70,7 @@ test('drain with hand-off: every queued message ends at the peer, with its envel
       listeners: { submission: { address: '127.0.0.1', port: 0 } },
       tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
       auth: { usersFile: 'users' },
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: {
         route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: downstream.port, tls: 'none' } },
       },
@@ -98,7 +98,7 @@ test('drain with hand-off: every queued message ends at the peer, with its envel
   const relayA = await startRelay({
     dir: aDir,
     config: relayConfig({
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: { ...PARKED_DELIVERY, retry: { firstRetry: 3600, maxBackoff: 3600, maxLifetime: 86400 } },
       handoff: { username: 'mailfleet-handoff', passwordFile: 'handoff-pass', caFile: 'ca.pem' },
       admin: { address: '127.0.0.1', port: 0, tokenFile: 'admin-token' },
@@ -164,7 +164,7 @@ test('drain without peers flushes deferred mail and finishes delivering it', asy
   await downstream.set({ rcptDefault: '451 4.3.0 not now' });
   const relay = await startRelay({
     config: relayConfig({
-      dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
       delivery: {
         route: { mode: 'smarthost', smarthost: { host: '127.0.0.1', port: downstream.port, tls: 'none' } },
         retry: { firstRetry: 3600, maxBackoff: 3600, maxLifetime: 86400 },

@@ -35,7 +35,7 @@ afterAll(async () => {
 
 function config(retry: Record<string, number>) {
   return relayConfig({
-    dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+    dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     delivery: {
       route: { mode: 'direct' },
       directPort: downstream.port,

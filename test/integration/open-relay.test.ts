@@ -42,7 +42,7 @@ beforeAll(async () => {
       tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
       auth: { usersFile: 'users' },
       domains: [{ name: 'example.com', allowedUsers: ['alice'] }],
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     }),
   });
 });

@@ -6,6 +6,7 @@
  * address inside the header; headers from anyone else, and trusted connections without a valid header,
  * are refused.
  */
+import net from 'node:net';
 import path from 'node:path';
 import { text } from 'node:stream/consumers';
 import { Spool } from '../../relay/spool/spool.js';
@@ -51,7 +52,7 @@ beforeAll(async () => {
       tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
       auth: { usersFile: 'users' },
       limits: { maxConnectionsPerClient: 2, exemptNetworks: [] },
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     }),
   });
 });
@@ -154,6 +155,89 @@ describe('from the trusted proxy', () => {
   });
 });
 
+/**
+ * A raw connection from the trusted proxy: writes `first` (the header and what the proxy forwards with
+ * it), then, once the relay's output contains `until`, `rest` and FIN (end(): the socket half-closes),
+ * or FIN at once without `until`. Resolves with everything the relay wrote until it closed (bounded).
+ */
+function halfCloseViaProxy(first: Buffer, until?: string, rest = ''): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port: relay.ports.relay!, host: '127.0.0.1', localAddress: PROXY });
+    let got = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`the relay did not close; got ${JSON.stringify(got)}`));
+    }, 15_000);
+    s.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (until !== undefined && got.includes(until) && !s.writableEnded) s.end(rest);
+    });
+    s.on('error', reject);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    s.once('connect', () => (until === undefined ? s.end(first) : s.write(first)));
+  });
+}
+
+describe('from the trusted proxy, with the client half-closing (the header read first, then the session)', () => {
+  const codes = (got: string) =>
+    got
+      .split('\r\n')
+      .filter((l) => /^\d{3} /.test(l))
+      .map((l) => l.slice(0, 3));
+
+  test('header, pipelined commands and FIN in one write: every reply, in order, then the close', async () => {
+    const got = await halfCloseViaProxy(
+      Buffer.concat([
+        proxyV1('127.0.0.54'),
+        Buffer.from(
+          'EHLO app.test\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<r@mx.test>\r\nRSET\r\nNOOP\r\n',
+        ),
+      ]),
+    );
+    expect(codes(got)).toEqual(['220', '250', '250', '250', '250', '250']);
+  });
+
+  test('".\\r\\n" then FIN: the 250 arrives before the relay closes; queued with the header address', async () => {
+    const logged = relay.nextLog((l) => l.msg === 'message queued' && l.client === '127.0.0.55');
+    const got = await halfCloseViaProxy(
+      Buffer.concat([
+        proxyV2({ source: '127.0.0.55' }),
+        Buffer.from('EHLO app.test\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<r@mx.test>\r\nDATA\r\n'),
+      ]),
+      '\r\n354 ',
+      'Subject: via proxy\r\n\r\nthen FIN\r\n.\r\n',
+    );
+    expect(got).toMatch(/\r\n354 [^\r]*\r\n250 2\.0\.0 Ok: queued as [0-9A-Z]+\r\n$/);
+    const id = /queued as ([0-9A-Z]+)\r\n$/.exec(got)![1]!;
+    expect((await logged).id).toBe(id);
+    queued.push({ id, client: '127.0.0.55' });
+  });
+
+  test('a header cut short by the FIN: 421 4.7.0 (the half-open socket can still be answered)', async () => {
+    const logged = relay.nextLog((l) => l.reason === 'proxy_header_invalid');
+    const got = await halfCloseViaProxy(proxyV1('127.0.0.56').subarray(0, 20));
+    expect(got).toBe(`${INVALID}\r\n`);
+    expect((await logged).detail).toMatch(/input ended after 20 bytes/);
+  });
+
+  test('a FIN before any byte (a TCP health check): closed without a reply, not counted as invalid', async () => {
+    expect(await halfCloseViaProxy(Buffer.alloc(0))).toBe('');
+  });
+});
+
+test('behind the proxy, a MAIL line that is not UTF-8 is refused on its bytes and logged with the header address', async () => {
+  const c = await viaProxy(proxyV1('127.0.0.57'));
+  await c.command('EHLO app.test');
+  const logged = relay.nextLog((l) => l.msg === 'message refused' && l.reason === 'sender_syntax');
+  c.write(Buffer.from('MAIL FROM:<j\xF6rg@example.com> SMTPUTF8\r\n', 'latin1'));
+  expect((await c.reply()).raw).toBe('501 5.1.7 Sender address is not valid UTF-8');
+  expect((await logged).client).toBe('127.0.0.57');
+  c.close();
+});
+
 describe('from anywhere else', () => {
   test('without a header: an ordinary session with its own address', async () => {
     const c = await SmtpClient.connect(relay.ports.relay!, { localAddress: UNTRUSTED });
@@ -203,7 +287,7 @@ test('metrics count the headers and the refusals; the spool and Received headers
       listener: 'relay',
       reason: 'proxy_header_invalid',
     }),
-  ).toBe(4);
+  ).toBe(5); // the four above with a header missing, invalid or late, and the one cut short by a FIN
   expect(
     await m('mailfleet_relay_connections_refused_total', {
       listener: 'relay',
@@ -219,7 +303,7 @@ test('metrics count the headers and the refusals; the spool and Received headers
   await relay.stop();
   const spool = await Spool.open({ dir: relay.spoolDir });
   try {
-    expect(queued).toHaveLength(3);
+    expect(queued).toHaveLength(4);
     for (const { id, client } of queued) {
       expect(spool.get(id)!.envelope.client.address).toBe(client);
       const body = await text(spool.readBody(id));

@@ -47,7 +47,7 @@ beforeAll(async () => {
   const dir = await makeTempDir();
   await fs.writeFile(path.join(dir, 'admin-token'), 'queue-tools-token\n');
   config = relayConfig({
-    dns: { servers: [dns.server], timeoutMs: 500, tries: 1 },
+    dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     delivery: { ...PARKED_DELIVERY, retry: { firstRetry: 3600, maxBackoff: 3600, maxLifetime: 86400 } },
     admin: { address: '127.0.0.1', port: 0, tokenFile: 'admin-token' },
   });

@@ -36,7 +36,7 @@ function config(domains: object[], extra: object = {}) {
     tls: { certFile: 'secrets/cert.pem', keyFile: 'secrets/key.pem' },
     auth: { usersFile: 'secrets/users' },
     domains,
-    dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+    dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     ...extra,
   });
 }

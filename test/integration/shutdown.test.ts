@@ -17,7 +17,7 @@ beforeAll(async () => {
 });
 afterAll(async () => dns?.stop());
 
-const config = () => relayConfig({ dns: { servers: [dns.server], timeoutMs: 300, tries: 1 } });
+const config = () => relayConfig({ dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 } });
 
 async function openTransaction(port: number): Promise<SmtpClient> {
   const c = await SmtpClient.connect(port);

@@ -47,7 +47,7 @@ beforeAll(async () => {
         { name: 'example.com', allowedUsers: ['alice'] },
         { name: 'other.example', allowedUsers: ['*'], allowedSenders: ['noreply@other.example'] },
       ],
-      dns: { servers: [dns.server], timeoutMs: 300, tries: 1 },
+      dns: { servers: [dns.server], timeoutMs: 2000, tries: 1 },
     }),
   });
 });

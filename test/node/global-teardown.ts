@@ -2,6 +2,8 @@
 import type { Teardown } from './global-setup.js';
 
 export default async function globalTeardown(): Promise<void> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  (require('../helpers/exit-watchdog.cjs') as () => void)();
   const g = globalThis as { mailfleetNodeTeardown?: Teardown };
   await g.mailfleetNodeTeardown?.();
   delete g.mailfleetNodeTeardown;

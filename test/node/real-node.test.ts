@@ -22,6 +22,7 @@
  *  6. kubectl scale --replicas=1 drains pod 1 to pod 0 over the pod network, then pod 1 and its claim
  *     go; kubectl delete drains pod 0 to the MX and everything is collected; no message lost or doubled.
  */
+import { spawn } from 'node:child_process';
 import { Resolver } from 'node:dns/promises';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -141,11 +142,11 @@ async function password(user: string): Promise<string> {
   return Buffer.from(v, 'base64').toString('utf8');
 }
 
-/** swaks to `server` (the Service's ClusterIP, or a pod IP) with STARTTLS verified against the operator's CA. */
+/** swaks to `server` (the Service's ClusterIP or a pod IP, port 587 unless given) with STARTTLS verified against the operator's CA. */
 async function submit(server: string, user: string, to: string[], sni = `${RELAY}.${ns}.svc`) {
   const r = await swaks([
     '--server',
-    `${server}:587`,
+    server.includes(':') ? server : `${server}:587`,
     '--tls',
     '--tls-verify',
     '--tls-ca-path',
@@ -321,6 +322,35 @@ test('3. swaks through the Service with STARTTLS and AUTH: delivered DKIM-signed
   expect(await relayCli(`${RELAY}-${taker}`, ['queue', 'list'])).toBe('Mail queue is empty\n');
 });
 
+test('3b. the quickstart way in: kubectl port-forward to the Service, then swaks to localhost', async () => {
+  // kubectl port-forward runs through the API server and the kubelet into the pod's network namespace.
+  const pf = spawn(k.bin('kubectl'), ['port-forward', '-n', ns, `svc/${RELAY}`, ':587'], {
+    env: { ...process.env, KUBECONFIG: k.kubeconfig },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`no port-forward within 30 s:\n${out}`)), 30_000);
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        const m = /Forwarding from 127\.0\.0\.1:(\d+) -> 587/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      };
+      pf.stdout.on('data', onData);
+      pf.stderr.on('data', onData);
+      pf.once('exit', (code) => reject(new Error(`kubectl port-forward exited (${code}):\n${out}`)));
+    });
+    await submitQueued(`127.0.0.1:${port}`, 'app', 'forwarded@dest.test');
+    await waitArrived(['forwarded@dest.test']);
+  } finally {
+    pf.kill('SIGTERM');
+  }
+});
+
 test('4. a new user and a lower limit reach the pods through the projected volume; the relays reload without a restart', async () => {
   await kube([
     'patch',
@@ -379,6 +409,16 @@ test('5. with the MX deferring, queued mail survives a killed container and a de
     const q = await queue(`${RELAY}-1`);
     return ids.every((id) => q.some((x) => x.id === id && x.state === 'deferred'));
   });
+  // As an operator on call reads it: each message with the MX's answer.
+  const listing = await relayCli(`${RELAY}-1`, ['queue', 'list']);
+  const blocks = listing.split('\n\n');
+  for (const [i, id] of ids.entries()) {
+    const block =
+      blocks.find((b) => b.split('\n').some((l) => l.startsWith(id))) ??
+      `(no entry for ${id} in:\n${listing})`;
+    expect(block).toContain(targets[i]);
+    expect(block).toContain('(451 4.3.0 try again later)');
+  }
   // The pod's metrics, scraped over the pod network, agree with the queue tools.
   expect(
     sumSamples(await metricsOf(`${RELAY}-1`), 'mailfleet_relay_spool_messages', { state: 'deferred' }),

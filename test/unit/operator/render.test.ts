@@ -298,6 +298,32 @@ describe('renderRelayConfig', () => {
     expect(validate(minimal)).toEqual([]);
   });
 
+  it('renders dkim.onSigningFailure: SendUnsigned as the relay domain dkim.onFailure send-unsigned', () => {
+    const d = domain('u', { domain: 'u.example', dkim: { onSigningFailure: 'SendUnsigned' } as never });
+    const rendered = renderRelayConfig({
+      relay: relay(),
+      domains: [{ domain: d, dkimKey: true, routeCredentials: false, routeCa: false }],
+      tls: false,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+    });
+    expect(rendered.domains[0]!.dkim?.onFailure).toBe('send-unsigned');
+    expect(validate(rendered)).toEqual([]);
+  });
+
+  it('renders the queue volume free-space floor from spec.queue', () => {
+    const floor = renderRelayConfig({
+      relay: relay({ queue: { minFreeSpacePercent: 3, minFreeInodesPercent: 0 } } as never),
+      domains: [],
+      tls: false,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+    });
+    expect(floor.spool).toMatchObject({ minFreeSpacePercent: 3, minFreeInodesPercent: 0 });
+  });
+
   it('renders proxyProtocol per listener, only where it is set', () => {
     const listeners = renderRelayConfig({
       relay: relay({
@@ -396,6 +422,7 @@ describe('renderRelayConfig', () => {
       selector: 'mailfleet',
       algorithm: 'rsa-sha256',
       keyFile: '/etc/mailfleet/dkim-b.example.org.key',
+      onFailure: 'defer',
     });
     expect(config.domains[0]!.dkim).toBeUndefined();
     expect(config.domains[0]!.route).toEqual({
@@ -403,7 +430,11 @@ describe('renderRelayConfig', () => {
       smarthost: { host: 'mx.a.example.com', port: 25, tls: 'none' },
     });
     expect(config.domains[0]!.allowedUsers).toEqual(['*']);
-    expect(config.spool.dir).toBe('/var/spool/mailfleet');
+    expect(config.spool).toEqual({
+      dir: '/var/spool/mailfleet',
+      minFreeSpacePercent: 10,
+      minFreeInodesPercent: 10,
+    });
     expect(config.delivery.retry).toMatchObject({ firstRetry: 300, maxBackoff: 4000, maxLifetime: 432000 });
     expect(config.log.level).toBe('debug');
   });

@@ -135,9 +135,11 @@ delivery:
     );
   });
 
-  test('not a mapping', () => {
-    expect(problems('')).toEqual(['the configuration must be a YAML mapping (key: value)']);
-    expect(problems('- a\n- b\n')).toEqual(['the configuration must be a YAML mapping (key: value)']);
+  test('not a mapping: located like every other problem', () => {
+    expect(problems('')).toEqual(['relay.yaml: the configuration must be a YAML mapping (key: value)']);
+    expect(problems('- a\n- b\n')).toEqual([
+      'relay.yaml:1: the configuration must be a YAML mapping (key: value)',
+    ]);
   });
 
   test('referenced files are listed for the watcher, resolved', () => {

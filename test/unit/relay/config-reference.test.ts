@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseConfig } from '../../../relay/config/load.js';
 import { Replies, formatReply } from '../../../relay/policy/replies.js';
+import { REPLY_DOCS, withReplyReference } from '../../../relay/policy/replies-reference.js';
 import { configReferenceTable, withReference } from '../../../relay/config/reference.js';
 
 const root = path.resolve(__dirname, '../../..');
@@ -17,12 +18,29 @@ describe('relay documentation stays true to the code', () => {
     expect(configReferenceTable()).toContain('| `limits.maxRecipients` | integer |  | `100` |');
   });
 
-  test('every reply the relay composes is listed in docs/relay-smtp.md', () => {
+  test('docs/relay-smtp.md carries the current reply table (MAILFLEET_UPDATE_DOCS=1 rewrites it)', () => {
+    const file = path.join(root, 'docs/relay-smtp.md');
+    const doc = fs.readFileSync(file, 'utf8');
+    const fresh = withReplyReference(doc);
+    if (process.env.MAILFLEET_UPDATE_DOCS === '1' && fresh !== doc) fs.writeFileSync(file, fresh);
+    else expect(doc).toBe(fresh);
+    for (const r of Object.values(Replies)) expect(fresh).toContain(formatReply(r));
+  });
+
+  test('a reply row that appends to the catalogue text starts with that text', () => {
+    for (const [name, d] of Object.entries(REPLY_DOCS))
+      if (d.wire) expect(d.wire.startsWith(formatReply(Replies[name as keyof typeof Replies]))).toBe(true);
+  });
+
+  test('every reply quoted anywhere in docs/relay-smtp.md is one the table lists', () => {
     const doc = read('docs/relay-smtp.md');
-    const missing = Object.values(Replies)
-      .map((r) => formatReply(r))
-      .filter((line) => !doc.includes(line));
-    expect(missing).toEqual([]);
+    const table = doc.slice(
+      doc.indexOf('<!-- BEGIN generated from relay/policy'),
+      doc.indexOf('<!-- END generated replies'),
+    );
+    const quoted = [...doc.matchAll(/`([2-5]\d\d [2-5]\.\d{1,3}\.\d{1,3} [^`]*)`/g)].map((m) => m[1]!);
+    const unknown = quoted.filter((q) => !table.includes(`\`${q}\``));
+    expect(unknown).toEqual([]);
   });
 
   test('examples/relay.yaml is a valid configuration', () => {

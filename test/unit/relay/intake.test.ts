@@ -1,9 +1,11 @@
 import { PassThrough, Readable } from 'node:stream';
 import {
+  BareCrError,
   ClientGoneError,
   HeaderTooBigError,
   IntakeTransform,
   MessageTooBigError,
+  NulError,
   receiveMessage,
 } from '../../../relay/intake/receive.js';
 
@@ -127,5 +129,75 @@ describe('DATA intake stream', () => {
     src.write('Subject: x\r\n\r\npartial');
     setTimeout(() => src.destroy(new Error('ECONNRESET')), 10);
     await expect(receiveMessage(src, transform(), collect)).rejects.toBeInstanceOf(ClientGoneError);
+  });
+
+  describe('bare CR and NUL: the same rule in the header section and the body', () => {
+    /** Every way of cutting `text` into two or three chunks (so a CR/LF pair straddles a boundary). */
+    function splits(text: string): string[][] {
+      const out: string[][] = [[text]];
+      for (let i = 1; i < text.length; i++) out.push([text.slice(0, i), text.slice(i)]);
+      for (let i = 1; i < text.length - 1; i += 3)
+        out.push([text.slice(0, i), text.slice(i, i + 1), text.slice(i + 1)]);
+      return out;
+    }
+
+    test.each([
+      ['a bare CR in a header', 'X-A: a\rX-B: b\r\nSubject: s\r\n\r\nbody\r\n', BareCrError, 6],
+      ['a bare CR in the body', 'Subject: s\r\n\r\nline\rmore\r\n', BareCrError, 18],
+      ['CR CR LF', 'Subject: s\r\n\r\nline\r\r\n', BareCrError, 18],
+      ['a NUL in a header', 'X-A: a\u0000b\r\n\r\nbody\r\n', NulError, 6],
+      ['a NUL in the body', 'Subject: s\r\n\r\nbo\u0000dy\r\n', NulError, 16],
+    ])('%s is refused at the end, wherever the chunks are cut', async (_what, msg, kind, offset) => {
+      for (const chunks of splits(msg)) {
+        const t = transform();
+        const handed: string[] = [];
+        const err = await receiveMessage(source(chunks), t, async (body) => {
+          for await (const b of body) handed.push(b.toString('latin1'));
+        }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(kind);
+        expect((err as BareCrError).offset).toBe(offset);
+      }
+    });
+
+    test('CRLF and bare LF pass, byte for byte, wherever the chunks are cut', async () => {
+      const msg = 'Subject: s\r\nX-Lf: a\nX-B: b\r\n\r\nline\r\nunix line\n\r\n';
+      for (const chunks of splits(msg))
+        expect(await receiveMessage(source(chunks), transform(), collect)).toBe(
+          PRELUDE + 'Date: added\r\n' + msg,
+        );
+    });
+
+    test('a hand-off from a peer relay (checkContent false) keeps its bytes as they are', async () => {
+      const msg = 'X-A: a\rX-B: b\r\n\r\nbo\u0000dy\r\n';
+      const t = new IntakeTransform({ maxMessageBytes: 1024, prelude: () => PRELUDE, checkContent: false });
+      expect(await receiveMessage(source([msg]), t, collect)).toBe(PRELUDE + msg);
+    });
+
+    test('8-bit bytes are content, not a reason to refuse', async () => {
+      const msg = 'Subject: caf\u00e9\r\n\r\n\u00ff\u00fe\u0080\r\n';
+      expect(await receiveMessage(source([msg]), transform(), collect)).toBe(
+        PRELUDE + 'Date: added\r\n' + msg,
+      );
+    });
+
+    test('refused before the spool starts reading (it opens its file first): an error for the spool, no crash', async () => {
+      for (const [msg, kind] of [
+        ['X-A: a\rX-B: b\r\n\r\nbody\r\n', BareCrError],
+        ['Subject: s\r\n\r\n' + 'z'.repeat(2000), MessageTooBigError],
+      ] as const) {
+        const src = new PassThrough();
+        src.end(Buffer.from(msg, 'latin1'));
+        const late = async (body: AsyncIterable<Buffer>) => {
+          await new Promise((r) => setTimeout(r, 20)); // fs.open of the queue file
+          return collect(body);
+        };
+        await expect(receiveMessage(src, transform(1024), late)).rejects.toBeInstanceOf(kind);
+      }
+    });
+
+    test('over the size limit as well: the size decides, as before', async () => {
+      const src = source(['Subject: x\r\n\r\n\u0000', 'a'.repeat(2000)]);
+      await expect(receiveMessage(src, transform(1024), collect)).rejects.toBeInstanceOf(MessageTooBigError);
+    });
   });
 });

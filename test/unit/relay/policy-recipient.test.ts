@@ -23,11 +23,11 @@ describe('recipient policy', () => {
     expect(checkRecipientSyntax(address, false).ok).toBe(ok);
   });
 
-  test('refused syntax is 553 5.1.3; the domain is normalised to A-labels', () => {
+  test('refused syntax is 501 5.1.3; the domain is normalised to A-labels', () => {
     expect(checkRecipientSyntax('postmaster', false)).toMatchObject({
       ok: false,
       reason: 'syntax',
-      reply: { code: 553, enhanced: '5.1.3' },
+      reply: { code: 501, enhanced: '5.1.3' },
     });
     expect(checkRecipientSyntax('User@Bücher.Example', false)).toMatchObject({
       ok: true,
@@ -43,7 +43,7 @@ describe('recipient policy', () => {
     expect(checkRecipientSyntax('jörg@example.com', true).ok).toBe(true);
   });
 
-  test('recipient count: 452 4.5.3 past the limit, repeats do not count', () => {
+  test('recipient count: 452 4.5.3 past the limit, repeats do not count, local parts keep their case', () => {
     const two = ['a@example.com', 'b@example.com'];
     expect(checkRecipientCount(two, 'c@example.com', 3).ok).toBe(true);
     expect(checkRecipientCount(two, 'c@example.com', 2)).toMatchObject({
@@ -51,7 +51,12 @@ describe('recipient policy', () => {
       reason: 'too_many',
       reply: { code: 452, enhanced: '4.5.3' },
     });
-    expect(checkRecipientCount(two, 'A@example.com', 2).ok).toBe(true);
+    expect(checkRecipientCount(two, 'a@example.com', 2).ok).toBe(true);
+    // Canonical addresses: the domain is already lower-case; "A" is another mailbox than "a".
+    expect(checkRecipientCount(two, 'A@example.com', 2).ok).toBe(false);
+    const canonical = (a: string) => (checkRecipientSyntax(a, false) as { address: string }).address;
+    expect(canonical('a@EXAMPLE.com')).toBe('a@example.com');
+    expect(checkRecipientCount(two, canonical('a@EXAMPLE.com'), 2).ok).toBe(true);
   });
 
   test.each([

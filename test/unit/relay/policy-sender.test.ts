@@ -74,7 +74,7 @@ describe('sender policy', () => {
   test('syntax and the null sender', () => {
     expect(checkSender(submission('no-at-sign', 'alice'), domains)).toMatchObject({
       reason: 'sender_syntax',
-      reply: { code: 553 },
+      reply: { code: 501, enhanced: '5.1.7' },
     });
     expect(checkSender(submission('', 'alice'), domains)).toMatchObject({
       reason: 'sender_syntax',

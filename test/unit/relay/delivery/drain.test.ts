@@ -152,6 +152,29 @@ test('what one peer refuses goes to the next; partial acceptance is saved; nothi
   expect(d.status()).toMatchObject({ handedOff: 1, failed: 1, queued: 0 });
 });
 
+test('a message handed off whose file cannot be removed stays queued; the next pass removes it without a second hand-off', async () => {
+  const id = await accept(['a@x.test']);
+  queue.start();
+  await until(() => queue.counts().waiting === 1);
+  const calls: string[][] = [];
+  const d = makeDrainer((_id, rcpts) => {
+    calls.push(rcpts);
+    return rcpts.map((r) => fromReply(r, '250 ok'));
+  });
+  const remove = jest
+    .spyOn(spool, 'remove')
+    .mockRejectedValueOnce(new Error('EPERM: operation not permitted'));
+  d.start(['p1:587']);
+  await until(() => remove.mock.calls.length === 1);
+  await until(() => spool.get(id)?.state?.recipients['a@x.test']?.status === 'delivered');
+  expect(d.status()).toMatchObject({ state: 'draining', queued: 1, handedOff: 0 });
+
+  clock.advance(5000); // next pass
+  await until(() => d.status().state === 'drained');
+  expect(calls).toEqual([['a@x.test']]);
+  expect(d.status()).toMatchObject({ handedOff: 1, queued: 0 });
+});
+
 test('without peers it delivers: deferred mail is made due at once; drained when the queue is empty', async () => {
   await accept(['a@x.test']);
   await accept(['b@x.test']);
