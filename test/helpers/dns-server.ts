@@ -190,18 +190,27 @@ process.on('SIGHUP', () => {
 process.on('SIGTERM', () => process.exit(0));
 
 // UDP and TCP on the same port number: bind UDP first (port 0 → any), then TCP on that port; retry
-// with another port when TCP's is taken.
+// with another port when TCP's is taken (a UDP port the kernel hands out can be a TCP port in use).
+// The listen callback is not passed to tcp.listen(): a failed listen keeps it registered, and the
+// retry's success would then announce the first, closed port as ready as well.
 function listen(attempt: number): void {
   const udp = udpServer();
   udp.bind(attempt === 0 ? requestedPort : 0, host, () => {
     const port = udp.address().port;
-    tcp.once('error', (err: NodeJS.ErrnoException) => {
+    const onListening = (): void => {
+      tcp.off('error', onError);
+      emit({ event: 'ready', port });
+    };
+    const onError = (err: NodeJS.ErrnoException): void => {
+      tcp.off('listening', onListening);
       if (err.code === 'EADDRINUSE' && requestedPort === 0 && attempt < 20) {
         udp.close();
         listen(attempt + 1);
       } else throw err;
-    });
-    tcp.listen(port, host, () => emit({ event: 'ready', port }));
+    };
+    tcp.once('listening', onListening);
+    tcp.once('error', onError);
+    tcp.listen(port, host);
   });
 }
 listen(0);

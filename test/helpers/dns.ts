@@ -128,6 +128,14 @@ export async function startDnsServer(zone: ZoneFile, opts: DnsServerOptions = {}
     });
   const ready = await next('ready');
   const port = Number(ready.port);
+  // A server that dies under a test makes every lookup fail (the relay answers 451 4.4.3 to all): say so.
+  let stopping = false;
+  child.once('exit', (code, signal) => {
+    if (!stopping)
+      console.error(
+        `test DNS server on port ${port} (pid ${child.pid}) exited during the test: code ${code}, signal ${signal}\n${stderr}`,
+      );
+  });
   return {
     server: `${opts.host ?? '127.0.0.1'}:${port}`,
     port,
@@ -139,6 +147,7 @@ export async function startDnsServer(zone: ZoneFile, opts: DnsServerOptions = {}
       await reloaded;
     },
     async stop() {
+      stopping = true;
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
