@@ -4,6 +4,7 @@
  * `expectedRecords` and `matchRecords` are pure. `ResolverTxtLookup` queries TXT records with node's
  * dns.promises.Resolver, on the servers given by the --dns-server flag (else the system resolvers).
  * A lookup that fails for a reason other than "no such name / no data" is reported as unknown, not missing.
+ * Each lookup gets a channel of its own so that its timeout holds (relay/dns/resolver.ts says why).
  */
 import { promises as dns } from 'node:dns';
 import type { DnsRecordStatus, MailDomain } from '../api/maildomain.js';
@@ -86,15 +87,19 @@ export function matchRecords(
 }
 
 export class ResolverTxtLookup implements TxtLookup {
-  private readonly resolver: dns.Resolver;
-  constructor(servers: readonly string[], timeoutMs = 5000) {
-    this.resolver = new dns.Resolver({ timeout: timeoutMs, tries: 2 });
-    if (servers.length) this.resolver.setServers([...servers]);
+  constructor(
+    private readonly servers: readonly string[],
+    private readonly timeoutMs = 5000,
+  ) {
+    // A malformed --dns-server fails here, at start, not at the first lookup.
+    if (servers.length) new dns.Resolver().setServers([...servers]);
   }
 
   async txt(name: string): Promise<TxtResult> {
+    const resolver = new dns.Resolver({ timeout: this.timeoutMs, tries: 2 });
+    if (this.servers.length) resolver.setServers([...this.servers]);
     try {
-      const recs = await this.resolver.resolveTxt(name);
+      const recs = await resolver.resolveTxt(name);
       return recs.map((chunks) => chunks.join(''));
     } catch (e) {
       const code = (e as { code?: string }).code;

@@ -25,7 +25,7 @@
  * later, in Node 24) uses the configured timeout only for a server's first query and then adapts it to
  * five times the server's average latency (at least 250 ms). After a run of fast answers a query that
  * needs longer (a cache miss at the recursive resolver, a loaded machine) timed out early and became a
- * 451 4.4.3. A channel costs about 0.1 ms and no file descriptor once its query is done; answers are
+ * 451 4.4.3. A channel costs 0.1–0.2 ms and no file descriptor once its query is done; answers are
  * cached above it. What is lost is c-ares remembering a dead server across queries: like resolv.conf
  * without "rotate", every query asks the servers in their configured order.
  */
