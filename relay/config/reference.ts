@@ -64,10 +64,21 @@ export const REFERENCE_BEGIN =
   '<!-- BEGIN generated from relay/config/schema.ts (npm run docs:relay); do not edit -->';
 export const REFERENCE_END = '<!-- END generated -->';
 
+/** `doc` with the text between the markers `begin` and `end` replaced by `generated`. */
+export function replaceGenerated(
+  doc: string,
+  begin: string,
+  end: string,
+  generated: string,
+  what: string,
+): string {
+  const from = doc.indexOf(begin);
+  const to = doc.indexOf(end);
+  if (from < 0 || to < from) throw new Error(`the ${what} markers are missing from the document`);
+  return doc.slice(0, from + begin.length) + '\n' + generated + doc.slice(to);
+}
+
 /** `doc` with the text between the markers replaced by the current table. */
 export function withReference(doc: string): string {
-  const begin = doc.indexOf(REFERENCE_BEGIN);
-  const end = doc.indexOf(REFERENCE_END);
-  if (begin < 0 || end < begin) throw new Error('the reference markers are missing from the document');
-  return doc.slice(0, begin + REFERENCE_BEGIN.length) + '\n' + configReferenceTable() + doc.slice(end);
+  return replaceGenerated(doc, REFERENCE_BEGIN, REFERENCE_END, configReferenceTable(), 'reference');
 }

@@ -7,6 +7,7 @@
  * without its row does not compile.
  */
 import { Replies, formatReply, type ReplyName } from './replies.js';
+import { replaceGenerated } from '../config/reference.js';
 
 export interface ReplyDoc {
   /** The command (or phase) the reply answers. */
@@ -242,8 +243,5 @@ export const REPLIES_END = '<!-- END generated replies -->';
 
 /** `doc` with the text between the markers replaced by the current table. */
 export function withReplyReference(doc: string): string {
-  const begin = doc.indexOf(REPLIES_BEGIN);
-  const end = doc.indexOf(REPLIES_END);
-  if (begin < 0 || end < begin) throw new Error('the reply table markers are missing from the document');
-  return doc.slice(0, begin + REPLIES_BEGIN.length) + '\n' + replyReferenceTable() + doc.slice(end);
+  return replaceGenerated(doc, REPLIES_BEGIN, REPLIES_END, replyReferenceTable(), 'reply table');
 }
