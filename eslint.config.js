@@ -33,5 +33,20 @@ export default tseslint.config(
       complexity: 'off',
     },
   },
+  // The operator's controllers meet only in operator/shared/: neither imports the other's folder, and
+  // what they share imports neither.
+  ...[
+    ['operator/smtprelay/**/*.ts', ['**/maildomain/**']],
+    ['operator/maildomain/**/*.ts', ['**/smtprelay/**']],
+    ['operator/shared/**/*.ts', ['**/maildomain/**', '**/smtprelay/**']],
+  ].map(([files, group]) => ({
+    files: [files],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group, message: 'controllers share code through operator/shared/' }] },
+      ],
+    },
+  })),
   { files: ['**/*.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
 );

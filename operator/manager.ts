@@ -1,18 +1,9 @@
 /**
  * The one wiring point: builds every dependency from a config, starts informers, the HTTP endpoints, leader
  * election and (once leading) the controllers, and returns stop(). Nothing below reads the environment:
- * the entry point (cli.ts) parses flags once and passes them here.
- *
- * Watches and what they enqueue:
- * - SmtpRelay → itself; the MailDomains that reference it when it appears, goes, or its status.domains
- *   changes (RelayNotFound resolves, Ready follows the rollout);
- * - MailDomain (not its status) → itself, its relay and the relay it referenced before (coalesced: a burst
- *   of domains renders each relay once), and the other claims of the same domain on that relay (a deleted
- *   claim hands its domain to the next one);
- * - owned kinds (StatefulSet, Services, ConfigMap, Secrets, PDB, ServiceMonitor, Certificate) → their
- *   controller owner, so a deleted or edited child is repaired;
- * - Secrets → also whoever referenced them (ReferenceIndex; relays coalesced); Pods → their relay.
- * Every object is also re-queued every --sync-period (resync).
+ * the entry point (cli.ts) parses flags once and passes them here. Each controller declares what its
+ * watches enqueue (watchForRelays, watchForDomains); the manager hands them the informers, and every
+ * object is also re-queued every --sync-period (resync).
  */
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
@@ -20,15 +11,8 @@ import type { Server } from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseNetworks } from '../relay/policy/network.js';
 import type { MailDomain } from './api/maildomain.js';
-import {
-  emptyStore,
-  RecentWrites,
-  ReferenceIndex,
-  type Features,
-  type OperatorContext,
-  type Stores,
-} from './context.js';
-import { MailDomainReconciler } from './maildomain/controller.js';
+import type { SmtpRelay } from './api/smtprelay.js';
+import { MailDomainReconciler, watchForDomains } from './maildomain/controller.js';
 import type { DnsChecker } from './maildomain/dns-checker.js';
 import { ResolverTxtLookup, type TxtLookup } from './maildomain/dns.js';
 import { realClock, type Clock } from './runtime/clock.js';
@@ -41,9 +25,18 @@ import { DEFAULT_LEASE_TIMINGS, LeaderElector } from './runtime/leader.js';
 import { errorMessage, type Logger } from './runtime/logger.js';
 import { OperatorMetrics } from './runtime/metrics.js';
 import { Kinds, type ResourceType } from './runtime/resources.js';
-import { SmtpRelayReconciler } from './smtprelay/controller.js';
-import { HttpDrainClient, type DrainClient } from './smtprelay/drain.js';
-import { LABELS, MANAGED_SELECTOR, RELAY_APP } from './smtprelay/names.js';
+import {
+  emptyStore,
+  RecentWrites,
+  ReferenceIndex,
+  type Features,
+  type OperatorContext,
+  type Stores,
+} from './shared/context.js';
+import { LABELS, MANAGED_SELECTOR, RELAY_APP } from './shared/labels.js';
+import type { Enqueue } from './shared/watch.js';
+import { SmtpRelayReconciler, watchForRelays, watchOwnedBy } from './smtprelay/controller.js';
+import { HttpDrainClient, type DrainClient } from './smtprelay/drain-client.js';
 
 export interface ManagerConfig {
   /** Path of a kubeconfig; undefined: in-cluster config, else $KUBECONFIG / ~/.kube/config. */
@@ -91,29 +84,6 @@ export interface RunningManager {
 const COALESCE_QUIET_MS = 2000;
 const COALESCE_MAX_MS = 20_000;
 
-/** What of a MailDomain the controllers react to (not its status). */
-interface DomainFacts {
-  relay: string;
-  domain: string;
-  generation: number;
-  deleting: boolean;
-}
-
-function domainFacts(d: MailDomain): DomainFacts {
-  return {
-    relay: d.spec?.relayRef?.name ?? '',
-    domain: d.spec?.domain?.toLowerCase() ?? '',
-    generation: d.metadata?.generation ?? 0,
-    deleting: !!d.metadata?.deletionTimestamp,
-  };
-}
-
-const sameFacts = (a: DomainFacts, b: DomainFacts) =>
-  a.relay === b.relay && a.domain === b.domain && a.generation === b.generation && a.deleting === b.deleting;
-
-const relayServed = (o: KubeObject) =>
-  ((o.status as { domains?: string[] } | undefined)?.domains ?? []).join(',');
-
 export function loadKubeConfig(path: string | undefined): KubeConfig {
   const kc = new KubeConfig();
   if (path) kc.loadFromFile(path);
@@ -132,16 +102,15 @@ const OWNED: Array<[keyof Stores, ResourceType, string | undefined]> = [
 class Manager {
   readonly metrics = new OperatorMetrics();
   readonly api: KubeApi;
-  readonly informers: ManagedInformer[] = [];
+  readonly informers: Array<Pick<ManagedInformer, 'start' | 'stop' | 'waitForSync' | 'synced'>> = [];
   readonly stores: Stores;
   readonly features: Features = { serviceMonitors: false, certManager: false };
   readonly ctx: OperatorContext;
   readonly relayController: Controller;
   readonly domainController: Controller;
   private readonly optional = new Map<string, ManagedInformer>();
-  /** What the informer handlers last saw of each object, to tell real changes from our status writes. */
-  private readonly domainFacts = new Map<string, DomainFacts>();
-  private readonly relayServed = new Map<string, string>();
+  /** How watches poke the SmtpRelay controller; handed to the optional informers too. */
+  private readonly relayEnqueue: Enqueue;
   private timers: unknown[] = [];
   private leading = false;
   private readonly dnsChecker: DnsChecker;
@@ -160,8 +129,8 @@ class Manager {
     dns: TxtLookup,
   ) {
     this.api = new RestKubeApi(kc, (method, code) => this.metrics.restRequests.inc({ method, code }));
-    const mk = (t: ResourceType, selector?: string) => {
-      const inf = new ManagedInformer(
+    const mk = <T = KubeObject>(t: ResourceType, selector?: string) => {
+      const inf = new ManagedInformer<T>(
         kc,
         this.api,
         t,
@@ -174,8 +143,8 @@ class Manager {
       this.informers.push(inf);
       return inf;
     };
-    const relays = mk(Kinds.SmtpRelay);
-    const domains = mk(Kinds.MailDomain);
+    const relays = mk<SmtpRelay>(Kinds.SmtpRelay);
+    const domains = mk<MailDomain>(Kinds.MailDomain);
     const pods = mk(Kinds.Pod, `${LABELS.name}=${RELAY_APP}`);
     const owned = Object.fromEntries(OWNED.map(([k, t, sel]) => [k, mk(t, sel)])) as Record<
       string,
@@ -234,81 +203,19 @@ class Manager {
       // every core generating during a burst.
       Math.max(cfg.workers, availableParallelism()),
     );
-    this.wire(relays, domains, pods, owned);
-  }
-
-  private wire(
-    relays: ManagedInformer,
-    domains: ManagedInformer,
-    pods: ManagedInformer,
-    owned: Record<string, ManagedInformer>,
-  ) {
-    relays.on((type, o) => {
-      const key = keyOf(o);
-      this.relayController.enqueue(key);
-      // Domains read only whether the relay exists and which domains its status says it serves.
-      const served = type === 'delete' ? '' : `+${relayServed(o)}`;
-      if (this.relayServed.get(key) === served) return;
-      if (type === 'delete') this.relayServed.delete(key);
-      else this.relayServed.set(key, served);
-      for (const d of this.domainsOf(o.metadata?.namespace ?? '', o.metadata?.name ?? ''))
-        this.domainController.enqueue(keyOf(d));
-    });
-    domains.on((type, o) => {
-      const key = keyOf(o);
-      const ns = o.metadata?.namespace ?? '';
-      const d = o as unknown as MailDomain;
-      const now = type === 'delete' ? undefined : domainFacts(d);
-      const before = this.domainFacts.get(key);
-      if (now) this.domainFacts.set(key, now);
-      else this.domainFacts.delete(key);
-      // A status-only update (our own write) changes nothing either controller reads.
-      if (now && before && sameFacts(now, before)) return;
-      this.domainController.enqueue(key);
-      for (const f of [now, before]) {
-        if (!f) continue;
-        this.relayController.queue.addCoalesced(`${ns}/${f.relay}`, COALESCE_QUIET_MS, COALESCE_MAX_MS);
-        // Only claims of the same domain on the same relay can change each other's binding.
-        for (const other of this.domainsOf(ns, f.relay))
-          if (
-            keyOf(other) !== key &&
-            (other as unknown as MailDomain).spec?.domain?.toLowerCase() === f.domain
-          )
-            this.domainController.enqueue(keyOf(other));
-      }
-    });
-    pods.on((_t, o) => {
-      const inst = o.metadata?.labels?.[LABELS.instance];
-      if (inst) this.relayController.enqueue(`${o.metadata?.namespace}/${inst}`);
-    });
-    for (const inf of Object.values(owned)) inf.on((_t, o) => this.enqueueOwner(o));
-    owned.secrets!.on((_t, o) => {
-      for (const owner of this.ctx.refs.owners(keyOf(o))) this.enqueueRef(owner);
-    });
-  }
-
-  private domainsOf(namespace: string, relay: string): KubeObject[] {
-    return this.stores.domains
-      .list(namespace)
-      .filter((d) => (d as unknown as MailDomain).spec?.relayRef?.name === relay);
-  }
-
-  private enqueueOwner(o: KubeObject) {
-    const ref = o.metadata?.ownerReferences?.find(
-      (r) => r.controller && r.apiVersion === 'mailfleet.dev/v1alpha1',
-    );
-    if (!ref) return;
-    const key = `${o.metadata?.namespace}/${ref.name}`;
-    if (ref.kind === 'SmtpRelay') this.relayController.enqueue(key);
-    else if (ref.kind === 'MailDomain') this.domainController.enqueue(key);
-  }
-
-  /** A Secret an object reads changed: relays coalesce (DKIM keys of a burst of domains), domains at once. */
-  private enqueueRef(owner: string) {
-    const [kind, key] = owner.split(':') as [string, string];
-    if (kind === 'SmtpRelay')
-      this.relayController.queue.addCoalesced(key, COALESCE_QUIET_MS, COALESCE_MAX_MS);
-    else this.domainController.enqueue(key);
+    this.relayEnqueue = {
+      now: (key) => this.relayController.enqueue(key),
+      coalesced: (key) => this.relayController.queue.addCoalesced(key, COALESCE_QUIET_MS, COALESCE_MAX_MS),
+    };
+    const informers = {
+      relays,
+      domains,
+      pods,
+      secrets: owned.secrets!,
+      owned: OWNED.filter(([k]) => k !== 'secrets').map(([k]) => owned[k]!),
+    };
+    watchForRelays(informers, this.relayEnqueue, this.ctx.refs);
+    watchForDomains(informers, { now: (key) => this.domainController.enqueue(key) }, this.ctx.refs);
   }
 
   private enqueueAll() {
@@ -426,7 +333,7 @@ class Manager {
         () => this.metrics.informerRestarts.inc({ kind: t.kind }),
         MANAGED_SELECTOR,
       );
-      inf.on((_e, o) => this.enqueueOwner(o));
+      watchOwnedBy(inf, this.relayEnqueue);
       await inf.start();
       await inf.waitForSync();
       this.optional.set(storeName, inf);

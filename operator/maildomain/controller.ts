@@ -1,25 +1,32 @@
 /**
- * The MailDomain reconciler: makes sure the DKIM key exists (generated into an owned Secret unless one is
- * referenced), binds the domain to its relay (the relay's own reconcile puts it in the config), publishes
- * the DNS records to create in status, and looks them up every --dns-check-interval.
+ * The MailDomain controller: its RBAC, its watches and its reconcile, which makes sure the DKIM key exists
+ * (generated into an owned Secret unless one is referenced), binds the domain to its relay (the relay's own
+ * reconcile puts it in the config), publishes the DNS records to create in status, and looks them up every
+ * --dns-check-interval (off the reconcile, dns-checker.ts).
  *
  * Bad input — unknown relayRef, a domain another MailDomain already claims on that relay, a missing or
  * unusable DKIM key Secret — is reported as Ready=False / Degraded=True with what to fix. The relay watch
  * and the Secret watch re-queue the domain when the missing thing appears.
  */
 import { withDomainDefaults } from '../api/defaults.js';
-import type { MailDomain, MailDomainStatus } from '../api/maildomain.js';
+import type { MailDomain } from '../api/maildomain.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
-import { applyIfChanged, b64, SecretReader, type OperatorContext } from '../context.js';
 import { rfc3339 } from '../runtime/conditions.js';
 import type { ReconcileResult } from '../runtime/controller.js';
-import type { KubeObject } from '../runtime/kube.js';
-import { ensureGenerated } from '../generated.js';
-import { reportFailure, writeStatus, type Transitions } from '../status.js';
+import { keyOf, type KubeObject } from '../runtime/kube.js';
 import type { PolicyRule } from '../runtime/rbac.js';
-import { dkimSecretOf } from '../smtprelay/material.js';
-import { MANAGED_BY, LABELS } from '../smtprelay/names.js';
-import { bindDomains } from './binding.js';
+import { bindDomains, dkimSecretOf, domainsOf } from '../shared/binding.js';
+import {
+  applyIfChanged,
+  b64,
+  SecretReader,
+  type OperatorContext,
+  type ReferenceIndex,
+} from '../shared/context.js';
+import { ensureGenerated } from '../shared/generated.js';
+import { LABELS, MANAGED_BY } from '../shared/labels.js';
+import { reportFailure, writeStatus, type Transitions } from '../shared/status.js';
+import { DomainFactsTracker, ownerKey, type Enqueue, type Informers } from '../shared/watch.js';
 import { dkimKeyInfo, generateDkimKey } from './dkim.js';
 import { DnsChecker } from './dns-checker.js';
 import { expectedRecords, type TxtLookup } from './dns.js';
@@ -40,6 +47,47 @@ export const RBAC: PolicyRule[] = [
     verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'],
   },
 ];
+
+/**
+ * What re-queues a MailDomain (beside the resync and its DNS checks, which re-queue it themselves when a
+ * result changed): its own changes (not its status); the other claims of the same domain on the same relay
+ * (a deleted claim hands the domain to the next); its relay appearing, going, or changing which domains its
+ * status says it serves (RelayNotFound resolves, Ready follows the rollout); its DKIM Secret and the
+ * Secrets it reads.
+ */
+export function watchForDomains(inf: Informers, domain: Pick<Enqueue, 'now'>, refs: ReferenceIndex): void {
+  const facts = new DomainFactsTracker();
+  inf.domains.on((type, o) => {
+    const { now, before, changed } = facts.observe(type, o);
+    if (!changed) return;
+    const key = keyOf(o);
+    const ns = o.metadata?.namespace ?? '';
+    domain.now(key);
+    // Only claims of the same domain on the same relay can change each other's binding.
+    for (const f of [now, before]) {
+      if (!f) continue;
+      for (const other of domainsOf(inf.domains, ns, f.relay))
+        if (keyOf(other) !== key && other.spec.domain.toLowerCase() === f.domain) domain.now(keyOf(other));
+    }
+  });
+  // Domains read only whether their relay exists and which domains its status says it serves.
+  const served = new Map<string, string>();
+  inf.relays.on((type, o) => {
+    const key = keyOf(o);
+    const now = type === 'delete' ? '' : `+${(o.status?.domains ?? []).join(',')}`;
+    if (served.get(key) === now) return;
+    if (type === 'delete') served.delete(key);
+    else served.set(key, now);
+    for (const d of domainsOf(inf.domains, o.metadata?.namespace ?? '', o.metadata?.name ?? ''))
+      domain.now(keyOf(d));
+  });
+  inf.secrets.on((_t, o) => {
+    const owner = ownerKey(o, 'MailDomain');
+    if (owner) domain.now(owner);
+    for (const ref of refs.owners(keyOf(o)))
+      if (ref.startsWith('MailDomain:')) domain.now(ref.slice('MailDomain:'.length));
+  });
+}
 
 export interface DomainControllerOptions {
   dns: TxtLookup;
@@ -75,7 +123,7 @@ export class MailDomainReconciler {
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const [namespace, name] = key.split('/') as [string, string];
     const cached = this.ctx.stores.domains.get(namespace, name);
-    const raw = this.ctx.recent.resolve('MailDomain', cached, namespace, name) as MailDomain | undefined;
+    const raw = this.ctx.recent.resolve('MailDomain', cached, namespace, name);
     if (!raw || raw.metadata.deletionTimestamp) {
       this.ctx.refs.delete(`MailDomain:${key}`);
       this.dnsChecker.forget(key);
@@ -123,14 +171,14 @@ export class MailDomainReconciler {
       // The DNS result and the relay's status re-queue the domain; this bounds the wait.
       if (now - since < STATUS_GRACE_MS) return { requeueAfterMs: since + STATUS_GRACE_MS - now };
     } else this.heldSince.delete(key);
-    await this.writeStatus(d, status);
+    await writeStatus(this.ctx, d, status, DOMAIN_TRANSITIONS);
     return {};
   }
 
   private relay(d: MailDomain, problems: Problem[]): SmtpRelay | undefined {
     const { namespace, name } = d.metadata;
     const relayName = d.spec.relayRef.name;
-    const relay = this.ctx.stores.relays.get(namespace, relayName) as SmtpRelay | undefined;
+    const relay = this.ctx.stores.relays.get(namespace, relayName);
     if (!relay) {
       problems.push({
         reason: 'RelayNotFound',
@@ -138,10 +186,7 @@ export class MailDomainReconciler {
       });
       return undefined;
     }
-    const all = this.ctx.stores.domains
-      .list(namespace)
-      .filter((x) => (x as unknown as MailDomain).spec?.relayRef?.name === relayName)
-      .map((x) => withDomainDefaults(x as unknown as MailDomain));
+    const all = domainsOf(this.ctx.stores.domains, namespace, relayName);
     const holder = bindDomains(namespace, relayName, all).conflicts.get(name);
     if (holder) {
       problems.push({
@@ -202,10 +247,6 @@ export class MailDomainReconciler {
       value,
       secret: ref.name,
     };
-  }
-
-  private async writeStatus(d: MailDomain, status: MailDomainStatus) {
-    await writeStatus(this.ctx, d, status, DOMAIN_TRANSITIONS);
   }
 }
 

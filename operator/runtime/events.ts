@@ -24,8 +24,15 @@ export const EVENTS_RBAC: PolicyRule[] = [
 
 export type EventKind = 'Normal' | 'Warning';
 
+/** What an Event is about: any object with its identity (SmtpRelay and MailDomain are, without casts). */
+export interface EventSubject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; uid?: string; resourceVersion?: string };
+}
+
 export interface EventRecorder {
-  record(obj: KubeObject, type: EventKind, reason: string, message: string): void;
+  record(obj: EventSubject, type: EventKind, reason: string, message: string): void;
 }
 
 /** client-go's defaults. */
@@ -76,7 +83,7 @@ export class ApiEventRecorder implements EventRecorder {
     private readonly component = 'mailfleet-operator',
   ) {}
 
-  record(obj: KubeObject, type: EventKind, reason: string, message: string): void {
+  record(obj: EventSubject, type: EventKind, reason: string, message: string): void {
     const md = obj.metadata ?? {};
     const objKey = [obj.apiVersion, obj.kind, md.namespace, md.name, md.uid].join('/');
     const now = this.clock.now();
@@ -126,7 +133,7 @@ export class ApiEventRecorder implements EventRecorder {
       : { msg: message, combined: false };
   }
 
-  private event(e: Logged, ts: string, obj: KubeObject, type: EventKind, reason: string, message: string) {
+  private event(e: Logged, ts: string, obj: EventSubject, type: EventKind, reason: string, message: string) {
     const md = obj.metadata ?? {};
     return {
       apiVersion: 'v1',
@@ -152,7 +159,14 @@ export class ApiEventRecorder implements EventRecorder {
     } satisfies KubeObject;
   }
 
-  private async create(e: Logged, ts: string, obj: KubeObject, type: EventKind, reason: string, msg: string) {
+  private async create(
+    e: Logged,
+    ts: string,
+    obj: EventSubject,
+    type: EventKind,
+    reason: string,
+    msg: string,
+  ) {
     try {
       await this.api.create(this.event(e, ts, obj, type, reason, msg));
     } catch (err) {
@@ -164,7 +178,7 @@ export class ApiEventRecorder implements EventRecorder {
     e: Logged,
     count: number,
     ts: string,
-    obj: KubeObject,
+    obj: EventSubject,
     type: EventKind,
     reason: string,
     msg: string,
@@ -193,7 +207,7 @@ export const noEvents: EventRecorder = { record() {} };
  */
 export function recordTransitions(
   events: EventRecorder,
-  obj: KubeObject,
+  obj: EventSubject,
   before: readonly Condition[] | undefined,
   after: readonly Condition[] | undefined,
   types: readonly string[],

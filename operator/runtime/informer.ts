@@ -17,12 +17,12 @@ import { errorMessage, type Logger } from './logger.js';
 import { resourcePath, type ResourceType } from './resources.js';
 
 export type EventType = 'add' | 'update' | 'delete';
-export type Handler = (type: EventType, obj: KubeObject) => void;
+export type Handler<T = KubeObject> = (type: EventType, obj: T) => void;
 
-/** Read access to cached objects: what reconcilers use. */
-export interface Store {
-  get(namespace: string, name: string): KubeObject | undefined;
-  list(namespace?: string): KubeObject[];
+/** Read access to cached objects of one kind: what reconcilers use. */
+export interface Store<T = KubeObject> {
+  get(namespace: string, name: string): T | undefined;
+  list(namespace?: string): T[];
 }
 
 interface Member {
@@ -35,9 +35,13 @@ interface Member {
   timer?: unknown;
 }
 
-export class ManagedInformer implements Store {
+/**
+ * T is the kind's type (SmtpRelay, MailDomain; KubeObject for built-in kinds): the API server serves only
+ * objects of `type`, which the CRD schema validated, so the cache's objects are typed here, once.
+ */
+export class ManagedInformer<T = KubeObject> implements Store<T> {
   private readonly members: Member[];
-  private readonly handlers: Handler[] = [];
+  private readonly handlers: Handler<T>[] = [];
   private readonly syncWaiters: Array<() => void> = [];
   private stopped = false;
 
@@ -57,9 +61,9 @@ export class ManagedInformer implements Store {
       const list = () => api.list(type, namespace, labelSelector) as never;
       const informer = makeInformer<KubernetesObject>(kc, resourcePath(type, namespace), list, labelSelector);
       const m: Member = { namespace, informer, synced: false, failures: 0, errors: 0 };
-      informer.on('add', (o) => this.emit('add', o as KubeObject));
-      informer.on('update', (o) => this.emit('update', o as KubeObject));
-      informer.on('delete', (o) => this.emit('delete', o as KubeObject));
+      informer.on('add', (o) => this.emit('add', o as T));
+      informer.on('update', (o) => this.emit('update', o as T));
+      informer.on('delete', (o) => this.emit('delete', o as T));
       informer.on('connect', () => {
         m.failures = 0;
       });
@@ -71,7 +75,7 @@ export class ManagedInformer implements Store {
     });
   }
 
-  on(handler: Handler): void {
+  on(handler: Handler<T>): void {
     this.handlers.push(handler);
   }
 
@@ -104,18 +108,18 @@ export class ManagedInformer implements Store {
     await Promise.all(this.members.map((m) => m.informer.stop()));
   }
 
-  get(namespace: string, name: string): KubeObject | undefined {
+  get(namespace: string, name: string): T | undefined {
     const m = this.members.find((x) => x.namespace === undefined || x.namespace === namespace);
-    return m?.informer.get(name, namespace) as KubeObject | undefined;
+    return m?.informer.get(name, namespace) as T | undefined;
   }
 
-  list(namespace?: string): KubeObject[] {
-    if (namespace === undefined) return this.members.flatMap((m) => m.informer.list() as KubeObject[]);
+  list(namespace?: string): T[] {
+    if (namespace === undefined) return this.members.flatMap((m) => m.informer.list() as T[]);
     const m = this.members.find((x) => x.namespace === undefined || x.namespace === namespace);
-    return m ? (m.informer.list(namespace) as KubeObject[]) : [];
+    return m ? (m.informer.list(namespace) as T[]) : [];
   }
 
-  private emit(type: EventType, obj: KubeObject): void {
+  private emit(type: EventType, obj: T): void {
     for (const h of this.handlers) {
       try {
         h(type, obj);

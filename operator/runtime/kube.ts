@@ -236,7 +236,9 @@ function typeOf(obj: KubeObject): ResourceType {
 
 const apiVersion = (t: ResourceType) => (t.group ? `${t.group}/${t.version}` : t.version);
 
-export const keyOf = (o: KubeObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+/** "ns/name": the work-queue key of any namespaced object (a KubeObject, an SmtpRelay, a MailDomain). */
+export const keyOf = (o: { metadata?: { namespace?: string; name?: string } }) =>
+  `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
 export function splitKey(key: string): { namespace: string; name: string } {
   const i = key.indexOf('/');

@@ -2,13 +2,14 @@
  * Gathering what the relay's Secrets and config need: passwords (kept or generated), TLS (kept, issued or
  * read), smarthost credentials and per-domain DKIM keys and route credentials (read). The only impure step
  * of the SmtpRelay reconcile besides API calls: it reads caches and, through `generate` (create-if-absent,
- * operator/generated.ts), stores random material when none exists yet. Everything it returns is plain data
+ * operator/shared/generated.ts), stores random material when none exists yet. Everything it returns is plain data
  * for the pure render.
  */
-import { b64, type SecretReader } from '../context.js';
-import type { Generate } from '../generated.js';
+import { b64, type SecretReader } from '../shared/context.js';
+import type { Generate } from '../shared/generated.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
 import type { MailDomain } from '../api/maildomain.js';
+import { dkimSecretOf } from '../shared/binding.js';
 import type { BoundDomain } from './config.js';
 import { HANDOFF_USER, RUNTIME_KEYS, names } from './names.js';
 import { generatePassword, usersFile } from './passwords.js';
@@ -213,12 +214,6 @@ function smarthost(relay: SmtpRelay, reader: SecretReader, m: Material) {
       m.smarthostCa = true;
     } else m.blocking.push(c);
   }
-}
-
-/** Name and key of the Secret holding a MailDomain's DKIM private key. */
-export function dkimSecretOf(d: MailDomain): { name: string; key: string } {
-  const ref = d.spec.dkim.privateKeySecretRef;
-  return ref ? { name: ref.name, key: ref.key } : { name: `${d.metadata.name}-dkim`, key: 'private.pem' };
 }
 
 /** Per-domain material; a domain whose DKIM key or route credentials are missing is left out (its MailDomain says why). */

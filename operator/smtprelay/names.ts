@@ -1,5 +1,6 @@
 /** Names, labels and in-pod paths derived from an SmtpRelay: one place, so render, controller and drain agree. */
 import type { SmtpRelay } from '../api/smtprelay.js';
+import { LABELS, MANAGED_BY, RELAY_APP } from '../shared/labels.js';
 
 export const names = (relayName: string) => ({
   statefulSet: relayName,
@@ -22,20 +23,6 @@ export const names = (relayName: string) => ({
   pdb: relayName,
   serviceMonitor: relayName,
 });
-
-export const LABELS = {
-  name: 'app.kubernetes.io/name',
-  instance: 'app.kubernetes.io/instance',
-  managedBy: 'app.kubernetes.io/managed-by',
-  partOf: 'app.kubernetes.io/part-of',
-  component: 'app.kubernetes.io/component',
-  service: 'mailfleet.dev/service',
-} as const;
-
-export const MANAGED_BY = 'mailfleet';
-export const RELAY_APP = 'mailfleet-relay';
-/** Selects what the operator manages (informers on owned kinds use it). */
-export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
 
 export const selectorLabels = (relay: SmtpRelay) => ({
   [LABELS.name]: RELAY_APP,

@@ -11,7 +11,8 @@
  */
 import type { SmtpRelay } from '../api/smtprelay.js';
 import type { KubeObject } from '../runtime/kube.js';
-import { LABELS, PATHS, commonLabels, names, selectorLabels, serviceHost } from './names.js';
+import { LABELS } from '../shared/labels.js';
+import { PATHS, commonLabels, names, selectorLabels, serviceHost } from './names.js';
 
 export interface RenderInput {
   relay: SmtpRelay;

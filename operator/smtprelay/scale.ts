@@ -13,7 +13,7 @@
  * - a pod whose drain loop failed (it reports "failed" and why) is named in Degraded with its cause and
  *   asked to drain again (with backoff: a plan with problems is retried as an error would be).
  */
-import type { DrainStatus } from './drain.js';
+import type { DrainStatus } from './drain-client.js';
 
 export interface PodView {
   name: string;

@@ -4,7 +4,9 @@
  */
 import type { Condition } from '../api/common.js';
 import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
-import { setConditions, type ConditionInput } from '../runtime/conditions.js';
+import { findCondition, setConditions, type ConditionInput } from '../runtime/conditions.js';
+import type { KubeObject } from '../runtime/kube.js';
+import type { Transitions } from '../shared/status.js';
 import { names, selectorString, serviceHost } from './names.js';
 import { listenerPorts } from './render.js';
 
@@ -137,5 +139,40 @@ export function computeStatus(input: StatusInput, previous: SmtpRelayStatus | un
     credentialsSecret: names(relay.metadata.name).credentials,
     ...(input.caSecret ? { caSecret: input.caSecret } : {}),
     ...(input.draining.length ? { drainingPods: [...input.draining] } : {}),
+  };
+}
+
+/** Which condition changes of an SmtpRelay are Events, and which of those are warnings. */
+export const RELAY_TRANSITIONS: Transitions = {
+  types: ['Ready', 'Degraded', 'Draining'],
+  isWarning: (c) =>
+    (c.type === 'Degraded' && c.status === 'True') ||
+    (c.type === 'Ready' &&
+      c.status === 'False' &&
+      c.reason !== 'RolloutInProgress' &&
+      c.reason !== 'Draining'),
+};
+
+/** TLS as the last status said (a deleted relay's reconcile gathers no material). */
+export function statusTls(conds: Condition[] | undefined): StatusInput['tls'] {
+  const c = findCondition(conds, 'TLSReady');
+  return { ready: c?.status === 'True', reason: c?.reason ?? 'Unknown', message: c?.message ?? 'unknown' };
+}
+
+/** What status reads of the StatefulSet. */
+export function stsView(sts: KubeObject): NonNullable<StatusInput['statefulSet']> {
+  const st = (sts.status ?? {}) as {
+    replicas?: number;
+    readyReplicas?: number;
+    updatedReplicas?: number;
+    observedGeneration?: number;
+  };
+  return {
+    replicas: st.replicas,
+    readyReplicas: st.readyReplicas,
+    updatedReplicas: st.updatedReplicas,
+    observedGeneration: st.observedGeneration,
+    generation: sts.metadata?.generation,
+    specReplicas: (sts.spec as { replicas?: number } | undefined)?.replicas,
   };
 }

@@ -1,4 +1,4 @@
-import { RecentWrites, ReferenceIndex } from '../../../operator/context.js';
+import { RecentWrites, ReferenceIndex } from '../../../operator/shared/context.js';
 import { FakeClock } from '../../helpers/fake-clock.js';
 
 const obj = (rv: string, data = 'x') => ({

@@ -8,7 +8,9 @@
  * operator is the only writer, so an apply replaces the object (status apply replaces status;
  * metadata-only applies merge finalizers).
  */
-import type { Stores } from '../../../operator/context.js';
+import type { MailDomain } from '../../../operator/api/maildomain.js';
+import type { SmtpRelay } from '../../../operator/api/smtprelay.js';
+import type { Stores } from '../../../operator/shared/context.js';
 import type { Store } from '../../../operator/runtime/informer.js';
 import { ApiError, type KubeApi, type KubeList, type KubeObject } from '../../../operator/runtime/kube.js';
 import { kindOf, type ResourceType } from '../../../operator/runtime/resources.js';
@@ -47,20 +49,21 @@ export class FakeApi implements KubeApi {
     return this.objects.get(this.key(kind, ns, name));
   }
 
-  store(kind: string): Store {
+  /** The informer cache of one kind; T is that kind's type, as the manager's informers have it. */
+  store<T = KubeObject>(kind: string): Store<T> {
     return {
-      get: (ns, name) => this.view.get(this.key(kind, ns, name)),
+      get: (ns, name) => this.view.get(this.key(kind, ns, name)) as T | undefined,
       list: (ns) =>
         [...this.view.values()].filter(
           (o) => o.kind === kind && (ns === undefined || o.metadata?.namespace === ns),
-        ),
+        ) as T[],
     };
   }
 
   stores(): Stores {
     return {
-      relays: this.store('SmtpRelay'),
-      domains: this.store('MailDomain'),
+      relays: this.store<SmtpRelay>('SmtpRelay'),
+      domains: this.store<MailDomain>('MailDomain'),
       secrets: this.store('Secret'),
       configMaps: this.store('ConfigMap'),
       services: this.store('Service'),

@@ -4,7 +4,7 @@
  * the operator's own writes arrive (here: long after RecentWrites forgot them, as after a watch that
  * expired and is relisting) keep every password, token, certificate and DKIM key that is already stored.
  */
-import { RecentWrites, ReferenceIndex, type OperatorContext } from '../../../operator/context.js';
+import { RecentWrites, ReferenceIndex, type OperatorContext } from '../../../operator/shared/context.js';
 import { MailDomainReconciler } from '../../../operator/maildomain/controller.js';
 import { silentLogger } from '../../../operator/runtime/logger.js';
 import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';

@@ -1,11 +1,11 @@
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-return -- inspects stored JSON */
-import { RecentWrites, ReferenceIndex, type OperatorContext } from '../../../operator/context.js';
+import { RecentWrites, ReferenceIndex, type OperatorContext } from '../../../operator/shared/context.js';
 import { MailDomainReconciler, STATUS_GRACE_MS } from '../../../operator/maildomain/controller.js';
 import type { TxtLookup } from '../../../operator/maildomain/dns.js';
 import type { EventRecorder } from '../../../operator/runtime/events.js';
 import { silentLogger } from '../../../operator/runtime/logger.js';
 import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';
-import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain.js';
+import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain-client.js';
 import { FakeClock } from '../../helpers/fake-clock.js';
 import { FakeApi } from './fake-api.js';
 import { ApiError } from '../../../operator/runtime/kube.js';

@@ -6,7 +6,7 @@ import { crossFieldProblems } from '../../../relay/config/load.js';
 import { renderRelayConfig, type BoundDomain } from '../../../operator/smtprelay/config.js';
 import { PATHS, RUNTIME_KEYS } from '../../../operator/smtprelay/names.js';
 import { certificateDnsNames, renderRelay, type RenderInput } from '../../../operator/smtprelay/render.js';
-import { bindDomains } from '../../../operator/maildomain/binding.js';
+import { bindDomains } from '../../../operator/shared/binding.js';
 import { domain, relay } from './fixtures.js';
 
 function input(r = relay(), over: Partial<RenderInput> = {}): RenderInput {

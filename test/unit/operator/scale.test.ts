@@ -1,6 +1,6 @@
 import { planScale, podOrdinal, type PodView } from '../../../operator/smtprelay/scale.js';
-import { podAdminAddress } from '../../../operator/smtprelay/drain.js';
-import { peerAddresses } from '../../../operator/smtprelay/controller.js';
+import { podAdminAddress } from '../../../operator/smtprelay/drain-client.js';
+import { peerAddresses } from '../../../operator/smtprelay/drain.js';
 import { relay } from './fixtures.js';
 
 const NOW = Date.parse('2025-01-01T12:00:00Z');

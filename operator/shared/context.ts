@@ -1,17 +1,20 @@
 /**
  * What reconcilers share, built once by the manager: the API client, informer caches, discovered optional
- * features, the event recorder, the clock, the logger, and the index of Secrets each object references.
+ * features, the event recorder, the clock, the logger, and the index of Secrets each object references;
+ * and how both controllers apply an object (applyIfChanged) and read Secrets (SecretReader).
  */
-import type { Clock } from './runtime/clock.js';
-import type { EventRecorder } from './runtime/events.js';
-import type { Store } from './runtime/informer.js';
-import type { KubeApi, KubeObject } from './runtime/kube.js';
-import type { Logger } from './runtime/logger.js';
-import { withAppliedHash, needsApply } from './runtime/diff.js';
+import type { MailDomain } from '../api/maildomain.js';
+import type { SmtpRelay } from '../api/smtprelay.js';
+import type { Clock } from '../runtime/clock.js';
+import type { EventRecorder } from '../runtime/events.js';
+import type { Store } from '../runtime/informer.js';
+import type { KubeApi, KubeObject } from '../runtime/kube.js';
+import type { Logger } from '../runtime/logger.js';
+import { withAppliedHash, needsApply } from '../runtime/diff.js';
 
 export interface Stores {
-  relays: Store;
-  domains: Store;
+  relays: Store<SmtpRelay>;
+  domains: Store<MailDomain>;
   secrets: Store;
   configMaps: Store;
   services: Store;
@@ -22,6 +25,7 @@ export interface Stores {
   certificates: Store;
 }
 
+/** The store of an optional API that is not served (no ServiceMonitor or Certificate CRD). */
 export const emptyStore: Store = { get: () => undefined, list: () => [] };
 
 /** Optional APIs, discovered at start and re-checked periodically. */
@@ -70,22 +74,23 @@ export class ReferenceIndex {
  * cache shows any other version (ours or someone else's newer one), the cache wins.
  */
 export class RecentWrites {
-  private readonly objs = new Map<string, { obj: KubeObject; baseRv: string | undefined; at: number }>();
+  /** The written object is kept as the API returned it; resolve hands it out as the cache's type. */
+  private readonly objs = new Map<string, { obj: unknown; baseRv: string | undefined; at: number }>();
   constructor(private readonly clock: Clock) {}
 
   /** `base` is the cached object the write was computed from (undefined when it did not exist). */
-  remember(obj: KubeObject, base: KubeObject | undefined): void {
+  remember(obj: KubeObject, base: Versioned | undefined): void {
     const k = recentKey(obj.kind, obj.metadata?.namespace, obj.metadata?.name);
     this.objs.set(k, { obj, baseRv: base?.metadata?.resourceVersion, at: this.clock.now() });
   }
 
   /** Our last write of the object while the cache still shows the version it replaced; else the cache. */
-  resolve(
+  resolve<T extends Versioned>(
     kind: string | undefined,
-    cached: KubeObject | undefined,
+    cached: T | undefined,
     namespace: string,
     name: string,
-  ): KubeObject | undefined {
+  ): T | undefined {
     const k = recentKey(kind, namespace, name);
     const mine = this.objs.get(k);
     if (!mine) return cached;
@@ -94,8 +99,13 @@ export class RecentWrites {
       this.objs.delete(k);
       return cached;
     }
-    return mine.obj;
+    return mine.obj as T;
   }
+}
+
+/** Anything cached with a resourceVersion (a KubeObject, an SmtpRelay, a MailDomain). */
+interface Versioned {
+  metadata?: { resourceVersion?: string };
 }
 
 const recentKey = (kind: string | undefined, ns: string | undefined, name: string | undefined) =>

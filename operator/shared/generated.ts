@@ -10,9 +10,9 @@
  * Renewal (a certificate due for renewal) is the same path: `needs` judges the live copy, not the cache.
  */
 import { secretData, type OperatorContext, type SecretData, type SecretReader } from './context.js';
-import { withAppliedHash } from './runtime/diff.js';
-import { isConflict, type KubeObject } from './runtime/kube.js';
-import { Kinds } from './runtime/resources.js';
+import { withAppliedHash } from '../runtime/diff.js';
+import { isConflict, type KubeObject } from '../runtime/kube.js';
+import { Kinds } from '../runtime/resources.js';
 
 export interface GeneratedSecret {
   name: string;

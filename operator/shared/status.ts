@@ -8,13 +8,13 @@
  * reason and message, Ready=False unless the object was Ready (what runs keeps running), and one Warning
  * Event per new message. Conflicts and throttling are retried without a word: the next attempt succeeds.
  */
-import { API_VERSION, type Condition } from './api/common.js';
+import { API_VERSION, type Condition } from '../api/common.js';
 import type { OperatorContext } from './context.js';
-import { findCondition, rfc3339, setConditions, type ConditionInput } from './runtime/conditions.js';
-import { hashObject } from './runtime/diff.js';
-import { recordTransitions } from './runtime/events.js';
-import { ApiError, type KubeObject } from './runtime/kube.js';
-import { errorMessage } from './runtime/logger.js';
+import { findCondition, rfc3339, setConditions, type ConditionInput } from '../runtime/conditions.js';
+import { hashObject } from '../runtime/diff.js';
+import { recordTransitions } from '../runtime/events.js';
+import { ApiError } from '../runtime/kube.js';
+import { errorMessage } from '../runtime/logger.js';
 
 export interface StatusOwner {
   apiVersion?: string;
@@ -53,7 +53,7 @@ export async function writeStatus(
   if (transitions)
     recordTransitions(
       ctx.events,
-      obj as unknown as KubeObject,
+      obj,
       obj.status?.conditions,
       status.conditions,
       transitions.types,
@@ -94,7 +94,7 @@ export async function reportFailure(
   );
   try {
     const wrote = await writeStatus(ctx, obj, { ...obj.status, conditions });
-    if (wrote) ctx.events.record(obj as unknown as KubeObject, 'Warning', reason, message);
+    if (wrote) ctx.events.record(obj, 'Warning', reason, message);
   } catch (e) {
     ctx.log.warn(
       { kind: obj.kind, name: obj.metadata.name, err: errorMessage(e) },
