@@ -10,9 +10,10 @@ import { startManager } from './manager.js';
 import { USAGE, parseFlags } from './flags.js';
 import { errorMessage, makeLogger } from './runtime/logger.js';
 
-// Key generation (node:crypto's async generateKeyPair, scrypt) runs on libuv's thread pool, off the event
-// loop; 4 threads by default. One more than the cores keeps every core busy in a burst of new domains while
-// a thread stays free. Read when the pool first starts, which is after this line.
+// Key generation (node:crypto's async generateKeyPair, one per core at once: shared/keygen.ts) and scrypt
+// run on libuv's thread pool, off the event loop; 4 threads by default. One more than the cores keeps every
+// core generating in a burst of new domains while a thread stays free. Read when the pool first starts,
+// which is after this line.
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 1));
 
 const NS_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';

@@ -22,7 +22,7 @@ export const USAGE = `Usage: mailfleet-operator [flags]
   --drain-networks a,b               CIDRs of pod IPs the operator may connect to for drains (default: any)
   --drain-peer-address dns|ip        how a draining pod addresses its peers (default: dns, the headless Service name)
   --workers N                        concurrent reconciles per controller (default: 2; MailDomains get at
-                                     least one per core: their first reconcile waits for key generation)
+                                     least four per core: their first reconcile waits for key generation)
   --help
 `;
 

@@ -84,6 +84,8 @@ export interface RunningManager {
 const COALESCE_QUIET_MS = 2000;
 const COALESCE_MAX_MS = 20_000;
 
+const DOMAIN_WORKERS_PER_CORE = 4;
+
 export function loadKubeConfig(path: string | undefined): KubeConfig {
   const kc = new KubeConfig();
   if (path) kc.loadFromFile(path);
@@ -199,9 +201,9 @@ class Manager {
       clock,
       this.metrics,
       log,
-      // A new domain's reconcile waits for its key (generated on the thread pool): one per core keeps
-      // every core generating during a burst.
-      Math.max(cfg.workers, availableParallelism()),
+      // A new domain's reconcile waits for its key (one generation per core at once, shared/keygen.ts)
+      // and then for API round trips: four workers per core keep every core generating in a burst.
+      Math.max(cfg.workers, DOMAIN_WORKERS_PER_CORE * availableParallelism()),
     );
     this.relayEnqueue = {
       now: (key) => this.relayController.enqueue(key),

@@ -3,26 +3,15 @@
  * the check that a stored key fits the requested algorithm. The TXT value is what MailDomain status tells
  * the user to publish.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { generatePrivateKeyPem } from '../shared/keygen.js';
 
 export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
 
 export function generateDkimKey(algorithm: DkimAlgorithm, rsaBits: number): Promise<string> {
-  const pub = { type: 'spki', format: 'pem' } as const;
-  const priv = { type: 'pkcs8', format: 'pem' } as const;
-  return new Promise((resolve, reject) => {
-    const done = (err: Error | null, _publicKey: string, privateKey: string) =>
-      err ? reject(err) : resolve(privateKey);
-    if (algorithm === 'ed25519-sha256') {
-      generateKeyPair('ed25519', { publicKeyEncoding: pub, privateKeyEncoding: priv }, done);
-    } else {
-      generateKeyPair(
-        'rsa',
-        { modulusLength: rsaBits, publicKeyEncoding: pub, privateKeyEncoding: priv },
-        done,
-      );
-    }
-  });
+  return generatePrivateKeyPem(
+    algorithm === 'ed25519-sha256' ? { type: 'ed25519' } : { type: 'rsa', bits: rsaBits },
+  );
 }
 
 /** Parses a PEM private key; a string says what is wrong. */

@@ -5,11 +5,11 @@
  * Decisions (`evaluateTls`) are pure over parsed certificates and the clock; key generation is the only
  * side effect (`issue*`). The CA lives 10 years and is replaced when less than a year is left; the server
  * certificate lives 90 days and is renewed when less than 30 days are left, or when its names, CA or key no
- * longer match. RSA 2048 keys come from node:crypto (on the thread pool); node-forge (pure JS) builds the
+ * longer match. RSA 2048 keys come from node:crypto (shared/keygen.ts: off the event loop); node-forge (pure JS) builds the
  * X.509 and node:crypto signs it: forge's own RSA signature held the event loop ~100 ms a certificate.
  */
-import { constants, generateKeyPair, privateEncrypt, randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
+import { constants, privateEncrypt, randomBytes } from 'node:crypto';
+import { generatePrivateKeyPem } from '../shared/keygen.js';
 import forge from 'node-forge';
 
 const DAY = 24 * 3600 * 1000;
@@ -23,16 +23,7 @@ export interface Pem {
   key: string;
 }
 
-const genRsa = promisify(generateKeyPair);
-
-async function rsaKeyPem(): Promise<string> {
-  const { privateKey } = await genRsa('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
-  return privateKey;
-}
+const rsaKeyPem = () => generatePrivateKeyPem({ type: 'rsa', bits: 2048 });
 
 /** DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017 §9.2, note 1). */
 const SHA256_DIGEST_INFO = Buffer.from('3031300d060960864801650304020105000420', 'hex');
