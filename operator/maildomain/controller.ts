@@ -25,7 +25,7 @@ import {
 } from '../shared/context.js';
 import { ensureGenerated } from '../shared/generated.js';
 import { LABELS, MANAGED_BY } from '../shared/labels.js';
-import { reportFailure, writeStatus, type Transitions } from '../shared/status.js';
+import { reportFailure, StatusHold, writeStatus, type Transitions } from '../shared/status.js';
 import { DomainFactsTracker, ownerKey, type Enqueue, type Informers } from '../shared/watch.js';
 import { dkimKeyInfo, generateDkimKey } from './dkim.js';
 import { DnsChecker } from './dns-checker.js';
@@ -96,17 +96,9 @@ export interface DomainControllerOptions {
   onDnsChange?: (key: string) => void;
 }
 
-/**
- * How long a new state that is only on its way (DNS not looked up yet, the relay not yet serving the
- * domain) is held back from status: a burst of domains then writes each status once, settled, instead of
- * a "waiting" status followed by the real one. Longer than the relays' coalescing (COALESCE_MAX_MS).
- */
-export const STATUS_GRACE_MS = 45_000;
-
 export class MailDomainReconciler {
   readonly dnsChecker: DnsChecker;
-  /** When a transient status of a domain was first held back. */
-  private readonly heldSince = new Map<string, number>();
+  private readonly hold = new StatusHold();
 
   constructor(
     private readonly ctx: OperatorContext,
@@ -127,7 +119,7 @@ export class MailDomainReconciler {
     if (!raw || raw.metadata.deletionTimestamp) {
       this.ctx.refs.delete(`MailDomain:${key}`);
       this.dnsChecker.forget(key);
-      this.heldSince.delete(key);
+      this.hold.forget(key);
       return;
     }
     const d = withDomainDefaults(raw);
@@ -165,12 +157,9 @@ export class MailDomainReconciler {
       d.status,
     );
     const onItsWay = !dns || (relay !== undefined && problems.length === 0 && !servedByRelay);
-    if (onItsWay) {
-      const since = this.heldSince.get(key) ?? now;
-      this.heldSince.set(key, since);
-      // The DNS result and the relay's status re-queue the domain; this bounds the wait.
-      if (now - since < STATUS_GRACE_MS) return { requeueAfterMs: since + STATUS_GRACE_MS - now };
-    } else this.heldSince.delete(key);
+    // The DNS result and the relay's status re-queue the domain; the hold bounds the wait.
+    const wait = this.hold.wait(key, onItsWay, now);
+    if (wait > 0) return { requeueAfterMs: wait };
     await writeStatus(this.ctx, d, status, DOMAIN_TRANSITIONS);
     return {};
   }

@@ -102,3 +102,31 @@ export async function reportFailure(
     );
   }
 }
+
+/**
+ * How long a new object's status that is only on its way (a domain whose DNS is not looked up yet or whose
+ * relay does not serve it yet; a new relay whose first rollout is under way) is held back: a burst then
+ * writes each status once, settled, instead of a "waiting" status followed by the real one. Longer than
+ * the relays' coalescing (COALESCE_MAX_MS in manager.ts).
+ */
+export const STATUS_GRACE_MS = 45_000;
+
+/** Per controller: since when each object's transient status has been held back. */
+export class StatusHold {
+  private readonly since = new Map<string, number>();
+
+  /** How long to keep holding `key`'s status back (ms); 0: write it now. */
+  wait(key: string, transient: boolean, now: number): number {
+    if (!transient) {
+      this.since.delete(key);
+      return 0;
+    }
+    const since = this.since.get(key) ?? now;
+    this.since.set(key, since);
+    return Math.max(0, since + STATUS_GRACE_MS - now);
+  }
+
+  forget(key: string): void {
+    this.since.delete(key);
+  }
+}

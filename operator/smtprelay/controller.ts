@@ -10,7 +10,7 @@
  * ReferenceIndex) brings the relay back when the Secret appears. Errors from the API do throw, and the
  * work queue retries them with backoff.
  */
-import type { SmtpRelay } from '../api/smtprelay.js';
+import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
 import { withRelayDefaults } from '../api/defaults.js';
 import { rfc3339 } from '../runtime/conditions.js';
 import type { ReconcileResult } from '../runtime/controller.js';
@@ -20,7 +20,7 @@ import { bindDomains, domainsOf } from '../shared/binding.js';
 import { SecretReader, type OperatorContext, type ReferenceIndex } from '../shared/context.js';
 import { ensureGenerated } from '../shared/generated.js';
 import { LABELS } from '../shared/labels.js';
-import { reportFailure, writeStatus } from '../shared/status.js';
+import { reportFailure, StatusHold, writeStatus } from '../shared/status.js';
 import {
   DomainFactsTracker,
   ownerKey,
@@ -105,6 +105,7 @@ const MAX_RESYNC_MS = 12 * 3600 * 1000;
 export class SmtpRelayReconciler {
   private readonly children: RelayChildren;
   private readonly drains: RelayDrains;
+  private readonly hold = new StatusHold();
 
   constructor(
     private readonly ctx: OperatorContext,
@@ -120,6 +121,7 @@ export class SmtpRelayReconciler {
     const raw = this.ctx.recent.resolve('SmtpRelay', cached, namespace, name);
     if (!raw) {
       this.ctx.refs.delete(`SmtpRelay:${key}`);
+      this.hold.forget(key);
       return;
     }
     const relay = withRelayDefaults(raw);
@@ -172,6 +174,9 @@ export class SmtpRelayReconciler {
       },
       relay.status,
     );
+    // A new relay's first rollout: its StatefulSet's progress re-queues it; the hold bounds the wait.
+    const wait = this.hold.wait(`${namespace}/${name}`, firstRollout(relay, status), now);
+    if (wait > 0) return { requeueAfterMs: wait };
     await writeStatus(ctx, relay, status, RELAY_TRANSITIONS);
     return this.next(plan, m.blocking, m.renewAt, now);
   }
@@ -236,4 +241,12 @@ export class SmtpRelayReconciler {
       return { requeueAfterMs: Math.max(1000, Math.min(renewAt - now, MAX_RESYNC_MS)) };
     return {};
   }
+}
+
+/** A relay that never had a status, rolling out for the first time and with nothing wrong: on its way. */
+function firstRollout(relay: SmtpRelay, status: SmtpRelayStatus): boolean {
+  if (relay.status?.conditions?.length) return false;
+  const ready = status.conditions?.find((c) => c.type === 'Ready');
+  const degraded = status.conditions?.find((c) => c.type === 'Degraded');
+  return ready?.reason === 'RolloutInProgress' && degraded?.status !== 'True';
 }

@@ -151,6 +151,14 @@ export const RELAY_TRANSITIONS: Transitions = {
       c.status === 'False' &&
       c.reason !== 'RolloutInProgress' &&
       c.reason !== 'Draining'),
+  // A rollout that completes (a new relay's first, a scale or spec change) is in status, not worth an
+  // Event each; Ready again after a problem is.
+  isNews: (before, after) =>
+    !(
+      after.type === 'Ready' &&
+      after.status === 'True' &&
+      (!before || before.reason === 'RolloutInProgress')
+    ),
 };
 
 /** TLS as the last status said (a deleted relay's reconcile gathers no material). */

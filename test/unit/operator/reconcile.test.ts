@@ -1,6 +1,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-return -- inspects stored JSON */
 import { RecentWrites, ReferenceIndex, type OperatorContext } from '../../../operator/shared/context.js';
-import { MailDomainReconciler, STATUS_GRACE_MS } from '../../../operator/maildomain/controller.js';
+import { MailDomainReconciler } from '../../../operator/maildomain/controller.js';
+import { STATUS_GRACE_MS } from '../../../operator/shared/status.js';
 import type { TxtLookup } from '../../../operator/maildomain/dns.js';
 import type { EventRecorder } from '../../../operator/runtime/events.js';
 import { silentLogger } from '../../../operator/runtime/logger.js';
@@ -114,10 +115,12 @@ describe('SmtpRelay reconcile', () => {
   }, 30_000);
 
   it('creates every child, then makes zero writes at steady state', async () => {
-    const { api, relays } = setup();
+    const { api, relays, clock } = setup();
     api.put(tlsSecret);
     api.put(relayObj({ users: [{ name: 'app' }] }));
-    await relays.reconcile('apps/mail');
+    // A new relay's status waits while its first rollout is under way (the StatefulSet re-queues it)...
+    expect(await relays.reconcile('apps/mail')).toEqual({ requeueAfterMs: STATUS_GRACE_MS });
+    expect((api.find('SmtpRelay', 'apps', 'mail') as any).status).toBeUndefined();
     const kinds = api.writes
       .filter((w) => /^(apply|create) /.test(w))
       .map((w) => w.split(' ').slice(1).join(' '));
@@ -135,7 +138,11 @@ describe('SmtpRelay reconcile', () => {
     );
     const creds = api.find('Secret', 'apps', 'mail-credentials') as any;
     expect(Buffer.from(creds.data.app, 'base64').toString()).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    // ...at most STATUS_GRACE_MS: a rollout that takes longer is reported as in progress.
+    clock.advance(STATUS_GRACE_MS);
+    await relays.reconcile('apps/mail');
     const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    expect(cond(r, 'Ready')).toMatchObject({ status: 'False', reason: 'RolloutInProgress' });
     expect(r.status).toMatchObject({
       credentialsSecret: 'mail-credentials',
       caSecret: 'relay-tls',
@@ -152,6 +159,28 @@ describe('SmtpRelay reconcile', () => {
       Buffer.from((api.find('Secret', 'apps', 'mail-credentials') as any).data.app, 'base64').toString(),
     ).toBe(Buffer.from(creds.data.app, 'base64').toString());
   }, 30_000);
+
+  it('a new relay whose first rollout finishes within the grace writes its status once, Ready, without an Event', async () => {
+    const { api, relays, events } = setup();
+    api.put(tlsSecret);
+    api.put(relayObj({}));
+    api.writes = [];
+    await relays.reconcile('apps/mail');
+    const sts = api.find('StatefulSet', 'apps', 'mail') as any;
+    api.put({
+      ...sts,
+      status: {
+        replicas: 2,
+        readyReplicas: 2,
+        updatedReplicas: 2,
+        observedGeneration: sts.metadata.generation,
+      },
+    });
+    await relays.reconcile('apps/mail');
+    expect(api.writes.filter((w) => w.includes('/status'))).toEqual(['apply/status SmtpRelay mail']);
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Ready')).toMatchObject({ status: 'True' });
+    expect(events).toEqual([]);
+  });
 
   it('drains the pods a scale-down removes before shrinking the StatefulSet', async () => {
     const { api, relays, drain } = setup();
