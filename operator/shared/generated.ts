@@ -3,11 +3,12 @@
  * server certificates, DKIM keys) are created once and never replaced because a cache was behind.
  *
  * The cache (and RecentWrites) answers the common case without a request. Only when it says the material
- * is missing or unusable does the operator look at the API server itself: a live GET, then a create
- * (AlreadyExists: someone, usually our own earlier reconcile, got there first: read it back) or an update
- * carrying the resourceVersion it read (Conflict: read again). So new material is generated only when the
- * API server's own copy lacks it, and a write never lands on a version the operator did not look at.
- * Renewal (a certificate due for renewal) is the same path: `needs` judges the live copy, not the cache.
+ * is missing or unusable does the operator ask the API server itself. A Secret the cache has never seen
+ * is created at once (AlreadyExists: someone, usually our own earlier reconcile, got there first: read it
+ * back and keep it); one the cache holds without usable material is read live, then updated with the
+ * resourceVersion read (Conflict: read again). So a write never lands on a version the operator did not
+ * look at, and stored material is never replaced; at worst a stale cache costs a key generated for
+ * nothing. Renewal (a certificate due for renewal) is the same path: `needs` judges the live copy.
  */
 import { secretData, type OperatorContext, type SecretData, type SecretReader } from './context.js';
 import { withAppliedHash } from '../runtime/diff.js';
@@ -37,8 +38,10 @@ export async function ensureGenerated(
   if (!g.needs(cached)) return { data: cached ?? {}, generated: false };
   const ns = reader.namespace;
   const base = ctx.stores.secrets.get(ns, g.name);
+  // Unseen: try to create it (no GET first: one request saved per new Secret, thousands in a burst).
+  const seen = ctx.recent.resolve('Secret', base, ns, g.name) !== undefined;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const live = await ctx.api.get(Kinds.Secret, ns, g.name);
+    const live = seen || attempt > 0 ? await ctx.api.get(Kinds.Secret, ns, g.name) : undefined;
     const liveData = secretData(live);
     if (live && !g.needs(liveData)) {
       ctx.recent.remember(live, base);

@@ -17,7 +17,10 @@ import { kindOf, type ResourceType } from '../../../operator/runtime/resources.j
 
 export class FakeApi implements KubeApi {
   readonly objects = new Map<string, KubeObject>();
+  /** Writes the server carried out, in order. */
   writes: string[] = [];
+  /** Creates and updates it refused with 409 (AlreadyExists, Conflict): they changed nothing. */
+  refused: string[] = [];
   private rv = 100;
   private cache = new Map<string, KubeObject>();
 
@@ -98,16 +101,22 @@ export class FakeApi implements KubeApi {
     return Promise.resolve(this.put({ ...obj, ...(live?.status ? { status: live.status } : {}) }));
   }
   create(obj: KubeObject) {
-    this.writes.push(`create ${obj.kind} ${obj.metadata?.name}`);
-    if (this.find(obj.kind!, obj.metadata?.namespace ?? '', obj.metadata?.name ?? ''))
+    const what = `create ${obj.kind} ${obj.metadata?.name}`;
+    if (this.find(obj.kind!, obj.metadata?.namespace ?? '', obj.metadata?.name ?? '')) {
+      this.refused.push(what);
       return Promise.reject(new ApiError(409, 'AlreadyExists', `${obj.kind} ${obj.metadata?.name} exists`));
+    }
+    this.writes.push(what);
     return Promise.resolve(this.put(obj));
   }
   update(obj: KubeObject) {
-    this.writes.push(`update ${obj.kind} ${obj.metadata?.name}`);
+    const what = `update ${obj.kind} ${obj.metadata?.name}`;
     const live = this.find(obj.kind!, obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
-    if (!live || live.metadata?.resourceVersion !== obj.metadata?.resourceVersion)
+    if (!live || live.metadata?.resourceVersion !== obj.metadata?.resourceVersion) {
+      this.refused.push(what);
       return Promise.reject(new ApiError(409, 'Conflict', `${obj.kind} ${obj.metadata?.name} changed`));
+    }
+    this.writes.push(what);
     return Promise.resolve(this.put(obj));
   }
   mergePatch(t: ResourceType, namespace: string, name: string, patch: any) {

@@ -95,7 +95,7 @@ describe('generated material with a cache that lags behind the writes', () => {
     );
   }, 30_000);
 
-  it('a key that another writer stored meanwhile is read back, not overwritten', async () => {
+  it("a key that another writer stored just before the operator's create is read back, not overwritten", async () => {
     const { api, domains } = setup();
     api.put({
       apiVersion: 'mailfleet.dev/v1alpha1',
@@ -104,25 +104,23 @@ describe('generated material with a cache that lags behind the writes', () => {
       spec: { domain: 'example.com', relayRef: { name: 'mail' }, dkim: { algorithm: 'ed25519-sha256' } },
     });
     api.sync();
-    // A Secret appears between the operator's live read and its create (an earlier leader's write).
+    // A Secret the cache has not seen yet appears just before the operator's create (an earlier leader's
+    // write): the create is refused and the stored key kept.
     const { generateKeyPairSync } = await import('node:crypto');
     const theirs = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' });
-    const get = api.get.bind(api);
-    let raced = false;
-    api.get = async (t, ns, name) => {
-      const live = await get(t, ns, name);
-      if (t.kind === 'Secret' && name === 'example-dkim' && !raced) {
-        raced = true;
+    const create = api.create.bind(api);
+    api.create = (obj) => {
+      if (obj.kind === 'Secret' && obj.metadata?.name === 'example-dkim' && api.refused.length === 0)
         api.put({
           apiVersion: 'v1',
           kind: 'Secret',
           metadata: { name: 'example-dkim', namespace: 'apps' },
           data: { 'private.pem': Buffer.from(theirs).toString('base64') },
         });
-      }
-      return live;
+      return create(obj);
     };
     await domains.reconcile('apps/example');
+    expect(api.refused).toEqual(['create Secret example-dkim']);
     expect(Buffer.from(data(api, 'example-dkim')['private.pem'], 'base64').toString()).toBe(theirs);
   }, 30_000);
 });
