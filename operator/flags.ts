@@ -21,7 +21,7 @@ export const USAGE = `Usage: mailfleet-operator [flags]
   --drain-poll-interval DURATION     how often a drain in progress is polled (default: 5s)
   --drain-networks a,b               CIDRs of pod IPs the operator may connect to for drains (default: any)
   --drain-peer-address dns|ip        how a draining pod addresses its peers (default: dns, the headless Service name)
-  --workers N                        concurrent reconciles per controller (default: 8; MailDomains get at
+  --workers N                        concurrent reconciles per controller (default: 2; MailDomains get at
                                      least four per core: their first reconcile waits for key generation)
   --help
 `;
@@ -95,7 +95,7 @@ export function parseFlags(argv: string[], podNamespace?: string): CliConfig | '
       'drain-poll-interval': { type: 'string', default: '5s' },
       'drain-networks': { type: 'string' },
       'drain-peer-address': { type: 'string', default: 'dns' },
-      workers: { type: 'string', default: '8' },
+      workers: { type: 'string', default: '2' },
       help: { type: 'boolean' },
     },
   });
