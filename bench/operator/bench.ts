@@ -24,7 +24,7 @@ import {
 } from '../../test/cluster/cluster.js';
 import { Cluster, type AuditEvent } from '../../test/cluster/kube.js';
 import { startDns } from '../lib/dns.js';
-import { freePort, startLogged, sleep, waitFor, type Started } from '../lib/proc.js';
+import { freePort, onExitCleanup, startLogged, sleep, waitFor, type Started } from '../lib/proc.js';
 import { TreeSampler, type TreeUsage } from '../lib/procstat.js';
 import { measureFloor, type FloorResult, type KeyKind } from './floor.js';
 
@@ -250,6 +250,7 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
   };
   let info: ClusterInfo | undefined;
   let operator: Started | undefined;
+  let forgetCluster: (() => void) | undefined;
   if (opts.floor !== false) {
     say(`scenario ${s.relays} relays, ${s.domains} domains: measuring the crypto floor`);
     result.floor = await measureFloor(scenarioKeys(s));
@@ -264,6 +265,16 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
       owner: 'cli',
       auditPolicy: auditPolicy(),
       log: (m) => say(`  cluster: ${m}`),
+    });
+    // A 'cli' cluster outlives its starter: an interrupted bench (Ctrl-C, SIGTERM) must not leave it running.
+    const processes = info.processes;
+    forgetCluster = onExitCleanup(() => {
+      for (const p of processes)
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
     });
     result.kubernetesVersion = info.kubernetesVersion;
     result.logsDir = info.logsDir;
@@ -353,6 +364,7 @@ async function runScenario(opts: OperatorBenchOptions, s: Scenario, index: numbe
     if (info) {
       const keep = opts.keepLogs || !result.ok ? path.join(dir, 'cluster-logs') : undefined;
       await stopCluster(info.stateDir, keep ? { keepLogsIn: keep } : {});
+      forgetCluster?.();
       if (keep) say(`  cluster logs kept in ${keep}`);
     }
   }
