@@ -26,9 +26,25 @@ import {
   type Static,
 } from './schema.js';
 
-/** An IPv4 or IPv6 network in CIDR notation (the relay checks it fully; this catches typos early). */
+/**
+ * An IPv4 or IPv6 network in CIDR notation, checked by the API server as the relay checks it
+ * (relay/policy/network.ts): a valid prefix length, no host bits set. A /33 or a 10.0.0.1/8 is refused at
+ * `kubectl apply` with this message instead of reaching the relay, which would refuse its config.
+ */
 const CidrString = (description: string) =>
-  Str({ description, minLength: 3, maxLength: 64, pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$' });
+  Str({
+    description,
+    minLength: 3,
+    maxLength: 64,
+    pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$',
+    'x-kubernetes-validations': [
+      {
+        rule: 'isCIDR(self) && cidr(self) == cidr(self).masked()',
+        message: 'must be a network in CIDR notation without host bits set, e.g. 10.0.0.0/8 or fd00::/8',
+        reason: 'FieldValueInvalid',
+      },
+    ],
+  });
 
 const Port = (description: string, dflt: number) =>
   Int({ description, minimum: 1, maximum: 65535, default: dflt });
@@ -68,15 +84,12 @@ export const Listeners = Obj(
     relay: Obj(
       {
         ...Listener('relay', false, 2525),
-        allowedNetworks: Arr(
-          Str({ description: 'A network in CIDR notation.', minLength: 1, maxLength: 64 }),
-          {
-            description:
-              'Client networks (CIDR) allowed to send without AUTH, e.g. the pod network for in-cluster applications. Required when the relay listener is enabled.',
-            default: [],
-            maxItems: 256,
-          },
-        ),
+        allowedNetworks: Arr(CidrString('A network in CIDR notation.'), {
+          description:
+            'Client networks (CIDR) allowed to send without AUTH, e.g. the pod network for in-cluster applications. Required when the relay listener is enabled.',
+          default: [],
+          maxItems: 256,
+        }),
       },
       {
         description:

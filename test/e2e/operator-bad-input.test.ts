@@ -165,6 +165,23 @@ describe('the API server refuses invalid objects, saying which field and why', (
       relay('bad-user', { users: [{ name: 'bad user' }] }),
       ['spec.users[0].name: Invalid value: "bad user"'],
     ],
+    [
+      'a relay network with a prefix longer than the address',
+      relay('prefix-33', {
+        listeners: { relay: { enabled: true, allowedNetworks: ['10.0.0.0/33'] } },
+      }),
+      [
+        'spec.listeners.relay.allowedNetworks[0]: Invalid value',
+        'must be a network in CIDR notation without host bits set',
+      ],
+    ],
+    [
+      'a trusted proxy network with host bits set',
+      relay('host-bits', {
+        listeners: { submission: { proxyProtocol: { trustedProxies: ['10.1.2.3/8'] } } },
+      }),
+      ['must be a network in CIDR notation without host bits set, e.g. 10.0.0.0/8 or fd00::/8'],
+    ],
     ['a misspelled field', relay('typo', { replica: 3 }), ['unknown field "spec.replica"']],
   ];
 
