@@ -4,27 +4,50 @@
  * burst of thousands of new domains keeps every core generating, as the bench's floor does, yet leaves the
  * event loop its share of the CPU (API traffic, Lease renewals); and the MailDomain workers can outnumber
  * the cores: while some wait here for a key, others talk to the API server.
+ *
+ * A relay's keys go ahead of the domains' ('first'): every domain of a relay waits for the relay to roll
+ * out, so in a burst of new relays and domains the relays' CA and server keys must not queue behind
+ * thousands of DKIM keys.
  */
 import { generateKeyPair } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 
 export type KeyType = { type: 'rsa'; bits: number } | { type: 'ed25519' };
 
-const LIMIT = availableParallelism();
-let running = 0;
-const queued: Array<() => void> = [];
+/** At most `limit` holders at once; waiters asking to go 'first' are served before 'normal' ones. */
+export class Slots {
+  private running = 0;
+  private readonly queued = { first: [] as Array<() => void>, normal: [] as Array<() => void> };
+  constructor(private readonly limit: number) {}
+
+  async acquire(order: 'first' | 'normal'): Promise<void> {
+    if (this.running < this.limit) {
+      this.running++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.queued[order].push(resolve));
+  }
+
+  /** Hands the slot straight to the next waiter (running stays the same), or frees it. */
+  release(): void {
+    const next = this.queued.first.shift() ?? this.queued.normal.shift();
+    if (next) next();
+    else this.running--;
+  }
+}
+
+const slots = new Slots(availableParallelism());
 
 /** A new private key, PKCS#8 PEM. */
-export async function generatePrivateKeyPem(key: KeyType): Promise<string> {
-  if (running >= LIMIT) await new Promise<void>((resolve) => queued.push(resolve));
-  else running++;
+export async function generatePrivateKeyPem(
+  key: KeyType,
+  order: 'first' | 'normal' = 'normal',
+): Promise<string> {
+  await slots.acquire(order);
   try {
     return await generate(key);
   } finally {
-    // Hand the slot straight to the next waiter (running stays the same), or free it.
-    const next = queued.shift();
-    if (next) next();
-    else running--;
+    slots.release();
   }
 }
 

@@ -23,7 +23,8 @@ export interface Pem {
   key: string;
 }
 
-const rsaKeyPem = () => generatePrivateKeyPem({ type: 'rsa', bits: 2048 });
+// A relay's keys come before the DKIM keys of its domains (which wait for the relay anyway).
+const rsaKeyPem = () => generatePrivateKeyPem({ type: 'rsa', bits: 2048 }, 'first');
 
 /** DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017 §9.2, note 1). */
 const SHA256_DIGEST_INFO = Buffer.from('3031300d060960864801650304020105000420', 'hex');
