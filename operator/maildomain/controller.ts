@@ -70,16 +70,19 @@ export function watchForDomains(inf: Informers, domain: Pick<Enqueue, 'now'>, re
         if (keyOf(other) !== key && other.spec.domain.toLowerCase() === f.domain) domain.now(keyOf(other));
     }
   });
-  // Domains read only whether their relay exists and which domains its status says it serves.
-  const served = new Map<string, string>();
+  // Domains read only whether their relay exists and which domains its status says it serves: a relay
+  // that appears or goes re-queues all of its domains, a change of what it serves only those it concerns.
+  const served = new Map<string, ReadonlySet<string>>();
   inf.relays.on((type, o) => {
     const key = keyOf(o);
-    const now = type === 'delete' ? '' : `+${(o.status?.domains ?? []).join(',')}`;
-    if (served.get(key) === now) return;
-    if (type === 'delete') served.delete(key);
-    else served.set(key, now);
+    const before = served.get(key);
+    const now = type === 'delete' ? undefined : new Set(o.status?.domains ?? []);
+    if (now) served.set(key, now);
+    else served.delete(key);
+    const concerned = (name: string) => !before || !now || before.has(name) !== now.has(name);
+    if (before && now && before.size === now.size && [...now].every((d) => before.has(d))) return;
     for (const d of domainsOf(inf.domains, o.metadata?.namespace ?? '', o.metadata?.name ?? ''))
-      domain.now(keyOf(d));
+      if (concerned(d.spec.domain.toLowerCase())) domain.now(keyOf(d));
   });
   inf.secrets.on((_t, o) => {
     const owner = ownerKey(o, 'MailDomain');

@@ -103,7 +103,7 @@ test('a deleted claim re-queues the other claims of the same domain on that rela
   expect(got.domainNow.sort()).toEqual(['ns/first', 'ns/second']);
 });
 
-test("a relay's update re-queues its domains only when the domains it serves changed", () => {
+test("a relay's update re-queues only the domains whose served state changed", () => {
   const { inf, got, clear } = setup();
   inf.domains.items = [domain('a', 'r1'), domain('b', 'r1'), domain('c', 'r2')];
   inf.relays.emit('add', relay('r1'));
@@ -113,6 +113,12 @@ test("a relay's update re-queues its domains only when the domains it serves cha
   inf.relays.emit('update', relay('r1')); // e.g. its Ready condition changed
   expect(got.domainNow).toEqual([]);
   inf.relays.emit('update', relay('r1', ['a.example']));
+  expect(got.domainNow).toEqual(['ns/a']);
+  clear();
+  inf.relays.emit('update', relay('r1', ['b.example']));
+  expect(got.domainNow.sort()).toEqual(['ns/a', 'ns/b']);
+  clear();
+  inf.relays.emit('delete', relay('r1', ['b.example']));
   expect(got.domainNow.sort()).toEqual(['ns/a', 'ns/b']);
 });
 
