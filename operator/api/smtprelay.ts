@@ -257,6 +257,12 @@ export const LimitsSpec = Obj(
       minimum: 0,
       default: 1200,
     }),
+    messagesPerMinutePerSenderDomain: Int({
+      description:
+        'Messages per minute all senders of one sending domain may submit together (0: unlimited).',
+      minimum: 0,
+      default: 0,
+    }),
     maxConnections: Int({ description: 'Concurrent SMTP connections per pod.', minimum: 1, default: 2000 }),
     maxConnectionsPerClient: Int({
       description:
@@ -277,7 +283,11 @@ export const LimitsSpec = Obj(
       maxItems: 256,
     }),
   },
-  { description: 'Message, recipient, rate and connection limits, applied per pod.', default: {} },
+  {
+    description:
+      'Message, recipient, rate and connection limits. The messagesPerMinute rates are fleet-wide when fleetStore is set (per pod without it, or while the store is unreachable); connection limits are per pod.',
+    default: {},
+  },
 );
 
 export const MonitoringSpec = Obj(
@@ -319,6 +329,112 @@ export const DrainSpec = Obj(
     }),
   },
   { description: 'Draining before scale-down and deletion.', default: {} },
+);
+
+/** Per-site limits. An override states only what it changes, so its fields carry no default. */
+const siteLimits = (defaults: boolean) => ({
+  maxConnections: Int({
+    description:
+      'Deliveries in flight to one site at once, each on its own SMTP connection (fleet-wide with fleetStore).',
+    minimum: 1,
+    ...(defaults ? { default: 20 } : {}),
+  }),
+  deliveriesPerConnection: Int({
+    description: 'Messages sent over one connection to a site before a new one is opened.',
+    minimum: 1,
+    ...(defaults ? { default: 100 } : {}),
+  }),
+  messagesPerMinute: Int({
+    description: 'Messages per minute to one site, fleet-wide with fleetStore (0: unlimited).',
+    minimum: 0,
+    ...(defaults ? { default: 0 } : {}),
+  }),
+});
+const overrides = siteLimits(false);
+
+export const ShapingSpec = Obj(
+  {
+    ...siteLimits(true),
+    sites: Arr(
+      Obj(
+        {
+          match: Arr(
+            Str({
+              description: 'A name, e.g. gmail.com, or a suffix, e.g. *.google.com.',
+              minLength: 1,
+              maxLength: 255,
+              pattern: '^(\\*\\.)?[a-zA-Z0-9.-]+$',
+            }),
+            {
+              description:
+                'Matched against the recipient domain, the MX host names and the smarthost host; the first matching entry wins.',
+              minItems: 1,
+              maxItems: 64,
+            },
+          ),
+          maxConnections: Optional(overrides.maxConnections),
+          deliveriesPerConnection: Optional(overrides.deliveriesPerConnection),
+          messagesPerMinute: Optional(overrides.messagesPerMinute),
+        },
+        { description: 'Limits for the sites matching one pattern list (unset fields: the defaults above).' },
+      ),
+      { description: 'Per-site overrides.', default: [], maxItems: 256 },
+    ),
+  },
+  {
+    description:
+      'Traffic shaping per destination site: the smarthost, or the MX hosts a recipient domain uses (domains sharing MX hosts are one site). Over a limit mail waits in the queue; nothing bounces.',
+    default: {},
+  },
+);
+
+export const SuppressionSpec = Obj(
+  {
+    enabled: Bool({
+      description:
+        'Suppress recipients a downstream server rejected permanently with one of the codes (5.1.1, 5.1.6, 5.1.10, 5.2.1).',
+      default: true,
+    }),
+    ttlSeconds: Int({ description: 'How long a recipient stays suppressed.', minimum: 60, default: 2592000 }),
+    action: Enum(['Refuse', 'Bounce'] as const, {
+      description:
+        'Refuse: RCPT TO a suppressed recipient gets 550 5.1.1; Bounce: accepted, then bounced at once with a DSN.',
+      default: 'Refuse',
+    }),
+  },
+  {
+    description:
+      'The suppression list of recipients that bounced permanently, shared by the fleet with fleetStore (per pod without it).',
+    default: {},
+  },
+);
+
+export const FleetStoreSpec = Obj(
+  {
+    url: Str({
+      description:
+        'Valkey or Redis (7 or newer) server the pods share state through: redis://host:port[/db], or rediss:// for TLS. No credentials in the URL.',
+      minLength: 10,
+      maxLength: 512,
+      pattern: '^rediss?://[^@/]+(/[0-9]+)?$',
+    }),
+    usernameSecretRef: Optional(SecretKeyRef('Secret key holding the ACL username.', 'username')),
+    passwordSecretRef: Optional(SecretKeyRef('Secret key holding the password.', 'password')),
+    caSecretRef: Optional(
+      SecretKeyRef('Secret key holding the PEM CA that signed a rediss:// server.', 'ca.crt'),
+    ),
+    timeoutMs: Int({
+      description:
+        'Longest wait for one answer; slower, the pod decides alone (and reports the fleet degraded). Mail is never refused for it.',
+      minimum: 10,
+      maximum: 10000,
+      default: 250,
+    }),
+  },
+  {
+    description:
+      'Shared state of the fleet: rate limits, shaping leases and the suppression list. Without it each pod enforces its limits alone.',
+  },
 );
 
 export const SmtpRelaySpec = Obj(
@@ -409,10 +525,13 @@ export const SmtpRelaySpec = Obj(
           Str({ description: 'Name sent in EHLO downstream (default: the pod hostname).', minLength: 1 }),
         ),
         concurrency: Int({ description: 'Deliveries in flight per pod.', minimum: 1, default: 100 }),
+        shaping: ShapingSpec,
       },
       { description: 'Outbound delivery.', default: {} },
     ),
     limits: LimitsSpec,
+    suppression: SuppressionSpec,
+    fleetStore: Optional(FleetStoreSpec),
     monitoring: MonitoringSpec,
     drain: DrainSpec,
     logLevel: Enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const, {

@@ -40,6 +40,7 @@ export class RelayChildren {
       ca: m.hasCa,
       smarthostCredentials: m.smarthostCredentials,
       smarthostCa: m.smarthostCa,
+      fleetStore: m.fleetStore,
     });
     const objects = renderRelay({
       relay,

@@ -8,11 +8,13 @@
 import type { Smarthost } from '../api/common.js';
 import type { MailDomain } from '../api/maildomain.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
-import type {
-  MailDomainConfig,
-  RelayConfig,
-  RouteConfig,
-  SmarthostConfig,
+import {
+  SuppressionCodes,
+  type FleetStoreConfig,
+  type MailDomainConfig,
+  type RelayConfig,
+  type RouteConfig,
+  type SmarthostConfig,
 } from '../../relay/config/schema.js';
 import { HANDOFF_USER, PATHS, RUNTIME_KEYS, serviceHost } from './names.js';
 
@@ -35,6 +37,14 @@ export interface ConfigInput {
   ca: boolean;
   smarthostCredentials: boolean;
   smarthostCa: boolean;
+  fleetStore: FleetStoreFiles;
+}
+
+/** Which of spec.fleetStore's Secret keys are in the runtime Secret. */
+export interface FleetStoreFiles {
+  username: boolean;
+  password: boolean;
+  ca: boolean;
 }
 
 const file = PATHS.file;
@@ -91,6 +101,19 @@ function domainConfig(b: BoundDomain): MailDomainConfig {
         }
       : {}),
     ...(route ? { route } : {}),
+  };
+}
+
+function fleetStore(relay: SmtpRelay, has: FleetStoreFiles): FleetStoreConfig {
+  const s = relay.spec.fleetStore!;
+  return {
+    url: s.url,
+    ...(has.username ? { usernameFile: file(RUNTIME_KEYS.fleetStoreUsername) } : {}),
+    ...(has.password ? { passwordFile: file(RUNTIME_KEYS.fleetStorePassword) } : {}),
+    ...(has.ca ? { caFile: file(RUNTIME_KEYS.fleetStoreCa) } : {}),
+    // Fleets sharing one server keep apart: a key names its namespace and relay.
+    keyPrefix: `mailfleet:${relay.metadata.namespace}/${relay.metadata.name}:`,
+    timeoutMs: s.timeoutMs,
   };
 }
 
@@ -160,7 +183,10 @@ export function renderRelayConfig(input: ConfigInput): RelayConfig {
       },
       ...(spec.delivery.heloName ? { heloName: spec.delivery.heloName } : {}),
       concurrency: spec.delivery.concurrency,
-      perDestinationConcurrency: Math.min(20, spec.delivery.concurrency),
+      shaping: {
+        ...spec.delivery.shaping,
+        sites: spec.delivery.shaping.sites.map((s) => ({ ...s, match: [...s.match] })),
+      },
       directPort: 25,
       connectTimeoutMs: 30000,
       commandTimeoutMs: 300000,
@@ -178,6 +204,13 @@ export function renderRelayConfig(input: ConfigInput): RelayConfig {
       // Peers named by pod IP (--drain-peer-address=ip) are verified against a name every pod's
       // certificate covers.
       serverName: serviceHost(input.relay),
+    },
+    ...(spec.fleetStore ? { fleetStore: fleetStore(input.relay, input.fleetStore) } : {}),
+    suppression: {
+      enabled: spec.suppression.enabled,
+      codes: [...SuppressionCodes],
+      ttl: spec.suppression.ttlSeconds,
+      action: spec.suppression.action === 'Bounce' ? 'bounce' : 'refuse',
     },
     admin: {
       address: '0.0.0.0',

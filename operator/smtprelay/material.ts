@@ -10,7 +10,7 @@ import type { Generate } from '../shared/generated.js';
 import type { SmtpRelay } from '../api/smtprelay.js';
 import type { MailDomain } from '../api/maildomain.js';
 import { dkimSecretOf } from '../shared/binding.js';
-import type { BoundDomain } from './config.js';
+import type { BoundDomain, FleetStoreFiles } from './config.js';
 import { HANDOFF_USER, RUNTIME_KEYS, names } from './names.js';
 import { generatePassword, usersFile } from './passwords.js';
 import { certificateDnsNames, ownedSecret } from './render.js';
@@ -32,6 +32,8 @@ export interface Material {
   caSecret?: string;
   smarthostCredentials: boolean;
   smarthostCa: boolean;
+  /** Which fleet store credentials are in the runtime Secret. */
+  fleetStore: FleetStoreFiles;
   domains: BoundDomain[];
   /** When TLS must be looked at again (ms since epoch). */
   renewAt?: number;
@@ -216,6 +218,25 @@ function smarthost(relay: SmtpRelay, reader: SecretReader, m: Material) {
   }
 }
 
+/** The fleet store's credentials and CA, copied into the runtime Secret like the smarthost's. */
+function fleetStore(relay: SmtpRelay, reader: SecretReader, m: Material) {
+  const s = relay.spec.fleetStore;
+  if (!s) return;
+  const refs = [
+    ['username', s.usernameSecretRef, RUNTIME_KEYS.fleetStoreUsername, true],
+    ['password', s.passwordSecretRef, RUNTIME_KEYS.fleetStorePassword, true],
+    ['ca', s.caSecretRef, RUNTIME_KEYS.fleetStoreCa, false],
+  ] as const;
+  for (const [what, ref, key, trim] of refs) {
+    if (!ref) continue;
+    const v = reader.key(ref.name, ref.key, `spec.fleetStore.${what}SecretRef`);
+    if ('value' in v) {
+      m.runtime[key] = b64(trim ? v.value.trim() : v.value);
+      m.fleetStore[what] = true;
+    } else m.blocking.push(v);
+  }
+}
+
 /** Per-domain material; a domain whose DKIM key or route credentials are missing is left out (its MailDomain says why). */
 function domainMaterial(bound: readonly MailDomain[], reader: SecretReader, m: Material) {
   for (const d of bound) {
@@ -272,6 +293,7 @@ export async function gatherMaterial(
     hasCa: false,
     smarthostCredentials: false,
     smarthostCa: false,
+    fleetStore: { username: false, password: false, ca: false },
     domains: [],
   };
   const keys = [RUNTIME_KEYS.handoffPassword, RUNTIME_KEYS.adminToken];
@@ -296,6 +318,7 @@ export async function gatherMaterial(
   await users(relay, reader, opts.generate, m, handoff, text(liveRuntime?.[RUNTIME_KEYS.users]));
   await tlsMaterial(relay, reader, opts.generate, m, opts.certManager, opts.nowMs);
   smarthost(relay, reader, m);
+  fleetStore(relay, reader, m);
   domainMaterial(bound, reader, m);
   return m;
 }

@@ -195,6 +195,9 @@ function pathFields(c: RelayConfig): { field: string; get: () => string; set: (v
   add('admin.tokenFile', c.admin, 'tokenFile');
   add('handoff.passwordFile', c.handoff, 'passwordFile');
   add('handoff.caFile', c.handoff, 'caFile');
+  add('fleetStore.usernameFile', c.fleetStore, 'usernameFile');
+  add('fleetStore.passwordFile', c.fleetStore, 'passwordFile');
+  add('fleetStore.caFile', c.fleetStore, 'caFile');
   const routes: [string, RouteConfig | undefined][] = [['delivery.route', c.delivery.route]];
   c.domains.forEach((d, i) => {
     add(`domains[${i}].dkim.keyFile`, d.dkim, 'keyFile');

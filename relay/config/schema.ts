@@ -261,6 +261,12 @@ export const Limits = Type.Object(
       description:
         'Messages per minute one client address (IPv6: one /64) may submit (0: unlimited); past it 450 4.7.1.',
     }),
+    messagesPerMinutePerSenderDomain: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description:
+        'Messages per minute all senders of one sending domain may submit together (0: unlimited); past it 450 4.7.1.',
+    }),
     maxConnections: Type.Integer({
       minimum: 1,
       default: 2000,
@@ -285,7 +291,12 @@ export const Limits = Type.Object(
     }),
     idleTimeout: Seconds('A session idle this long is closed (RFC 5321 suggests 300)', 300),
   },
-  { additionalProperties: false, default: {}, description: 'Per-message, per-user and per-client limits.' },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'Per-message, per-user, per-client and per-sender-domain limits. With fleetStore the three messagesPerMinute… rates are counted fleet-wide; without it, or while it is unreachable, each pod counts alone. Connection limits are always per pod.',
+  },
 );
 
 export const Dns = Type.Object(
@@ -354,6 +365,58 @@ export const Retry = Type.Object(
   { additionalProperties: false, default: {}, description: 'Retry schedule for deferred mail.' },
 );
 
+/** Per-site limits. A `sites` override states only what it changes, so its fields carry no default. */
+const siteLimits = (defaults: boolean) => ({
+  maxConnections: Type.Integer({
+    minimum: 1,
+    ...(defaults ? { default: 20 } : {}),
+    description:
+      'Deliveries in flight to one site at once (each holds one SMTP connection): fleet-wide with fleetStore, else per pod.',
+  }),
+  deliveriesPerConnection: Type.Integer({
+    minimum: 1,
+    ...(defaults ? { default: 100 } : {}),
+    description: 'Messages sent over one SMTP connection to a site before it is closed and a new one opened.',
+  }),
+  messagesPerMinute: Type.Integer({
+    minimum: 0,
+    ...(defaults ? { default: 0 } : {}),
+    description:
+      'Messages per minute to one site (0: unlimited), a burst of that many allowed: fleet-wide with fleetStore, else per pod.',
+  }),
+});
+const overrides = siteLimits(false);
+
+export const SiteShaping = Type.Object(
+  {
+    match: Type.Array(Type.String({ minLength: 1, pattern: '^(\\*\\.)?[a-zA-Z0-9.-]+$' }), {
+      minItems: 1,
+      description:
+        'Sites this override applies to: a name ("gmail.com", "smtp.example.net") or a suffix ("*.google.com"), matched against the recipient domain, the MX host names and the smarthost host. The first matching override wins.',
+    }),
+    maxConnections: Type.Optional(overrides.maxConnections),
+    deliveriesPerConnection: Type.Optional(overrides.deliveriesPerConnection),
+    messagesPerMinute: Type.Optional(overrides.messagesPerMinute),
+  },
+  { additionalProperties: false, description: 'Limits for the sites matching one pattern list.' },
+);
+
+export const Shaping = Type.Object(
+  {
+    ...siteLimits(true),
+    sites: Type.Array(SiteShaping, {
+      default: [],
+      description: 'Overrides of the limits above for some sites.',
+    }),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'Traffic shaping per destination site. A site is the smarthost, or in direct delivery the set of MX hosts a recipient domain uses (domains hosted by one provider share its MX hosts: one site, "MX rollup"). Over a limit a message waits in the queue: no bounce, no attempt counted.',
+  },
+);
+
 export const Delivery = Type.Object(
   {
     route: Route,
@@ -368,11 +431,7 @@ export const Delivery = Type.Object(
       default: 100,
       description: 'Deliveries in flight across all destinations.',
     }),
-    perDestinationConcurrency: Type.Integer({
-      minimum: 1,
-      default: 20,
-      description: 'Deliveries in flight to one destination (smarthost or recipient domain).',
-    }),
+    shaping: Shaping,
     directPort: Type.Integer({
       minimum: 1,
       maximum: 65535,
@@ -439,6 +498,79 @@ export const Handoff = Type.Object(
   },
 );
 
+export const SuppressionCodes = ['5.1.1', '5.1.6', '5.1.10', '5.2.1'] as const;
+
+export const Suppression = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: true,
+      description:
+        'Put a recipient on the suppression list when a downstream server rejects it permanently with one of `codes`.',
+    }),
+    codes: Type.Array(Type.String({ pattern: '^5\\.[0-9]{1,3}\\.[0-9]{1,3}$' }), {
+      default: [...SuppressionCodes],
+      description:
+        'Enhanced status codes (RFC 3463) that say the mailbox itself does not exist or takes no mail: 5.1.1 bad mailbox, 5.1.6 mailbox moved, 5.1.10 null MX, 5.2.1 mailbox disabled. Other 5xx replies (policy, content, bare 550) bounce the message but suppress nothing.',
+    }),
+    ttl: Seconds('How long a recipient stays suppressed (Postal keeps entries 30 days)', 2592000),
+    action: Type.Enum(['refuse', 'bounce'], {
+      default: 'refuse',
+      description:
+        'refuse: RCPT TO a suppressed recipient gets 550 5.1.1 saying it is suppressed; bounce: the message is accepted and the suppressed recipient bounced at once with a DSN, without contacting the downstream.',
+    }),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'The suppression list: recipients that bounced permanently are not tried again. Shared by the fleet with fleetStore, per pod without it.',
+  },
+);
+
+export const FleetStore = Type.Object(
+  {
+    url: Type.String({
+      minLength: 1,
+      pattern: '^rediss?://[^@/]+(/[0-9]+)?$',
+      description:
+        'Valkey or Redis (7 or newer) server shared by the fleet: redis://host:port[/db], or rediss:// for TLS. Credentials go in usernameFile/passwordFile, never in the URL.',
+    }),
+    usernameFile: Type.Optional(
+      Type.String({ minLength: 1, description: 'File holding the ACL username (default: "default").' }),
+    ),
+    passwordFile: Type.Optional(Type.String({ minLength: 1, description: 'File holding the password.' })),
+    caFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: 'PEM CA bundle to verify a rediss:// server (default: system CAs).',
+      }),
+    ),
+    serverName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: "Name the server's certificate is verified against (default: the URL host).",
+      }),
+    ),
+    keyPrefix: Type.String({
+      minLength: 1,
+      default: 'mailfleet:',
+      description:
+        'Prefix of every key the relay writes, so several fleets can share one server. The operator sets mailfleet:NAMESPACE/NAME:.',
+    }),
+    timeoutMs: Type.Integer({
+      minimum: 10,
+      default: 250,
+      description:
+        'Longest wait for one answer. A slower or unreachable store makes that decision per pod (the fleet counts as degraded until the store answers again); mail is never refused or held for it.',
+    }),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'The store the relay pods of one fleet share rate limits, shaping leases and the suppression list through. Without it each pod decides alone.',
+  },
+);
+
 export const RelayConfig = Type.Object(
   {
     hostname: Type.String({
@@ -457,6 +589,8 @@ export const RelayConfig = Type.Object(
     spool: Spool,
     delivery: Delivery,
     handoff: Type.Optional(Handoff),
+    fleetStore: Type.Optional(FleetStore),
+    suppression: Suppression,
     admin: Admin,
     log: Type.Object(
       { level: Type.Enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'], { default: 'info' }) },
@@ -477,6 +611,10 @@ export type LimitsConfig = Type.Static<typeof Limits>;
 export type DnsConfig = Type.Static<typeof Dns>;
 export type RetryConfig = Type.Static<typeof Retry>;
 export type DeliveryConfig = Type.Static<typeof Delivery>;
+export type ShapingConfig = Type.Static<typeof Shaping>;
+export type SiteShapingConfig = Type.Static<typeof SiteShaping>;
+export type SuppressionConfig = Type.Static<typeof Suppression>;
+export type FleetStoreConfig = Type.Static<typeof FleetStore>;
 export type AdminConfig = Type.Static<typeof Admin>;
 export type AuthConfig = Type.Static<typeof Auth>;
 export type HandoffConfig = Type.Static<typeof Handoff>;

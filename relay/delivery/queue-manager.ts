@@ -21,7 +21,7 @@
  * - The schedule lives in the spool: a deferred message's next attempt time is its state's
  *   nextAttemptAt. The wake-up heap and the ready set are caches, rebuilt from the spool at start().
  * - Fairness: a job waiting for a busy destination holds no slot. Destinations are served round-robin,
- *   so a slow destination can use at most perDestinationConcurrency slots and never starves the rest.
+ *   so a slow destination can use at most shaping.maxConnections slots and never starves the rest.
  * - A message is active (in `activeIds`, untouchable by the queue tools and the drain) from the moment
  *   its jobs are queued until its attempt is settled on disk.
  * - A damaged body (checksum mismatch) sets the message aside in corrupt/, never drops it.
@@ -293,9 +293,9 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       this.ready.delete(id);
       this.activate(id);
     }
-    const { concurrency, perDestinationConcurrency } = this.opts.config().delivery;
+    const { concurrency, shaping } = this.opts.config().delivery;
     while (this.runningJobs.size < concurrency) {
-      const job = this.nextJob(perDestinationConcurrency);
+      const job = this.nextJob(shaping.maxConnections);
       if (!job) break;
       void this.run(job);
     }

@@ -53,7 +53,7 @@ export function startDelivery(deps: DeliveryDeps): Delivery {
       heloName: d.heloName ?? (config().hostname || os.hostname()),
       connectTimeoutMs: d.connectTimeoutMs,
       commandTimeoutMs: d.commandTimeoutMs,
-      maxConnections: d.perDestinationConcurrency,
+      maxConnections: d.shaping.maxConnections,
     };
   };
   const transport = new TransportPool(transportOptions);

@@ -100,7 +100,7 @@ describe('direct MX delivery', () => {
           route: { mode: 'direct' },
           directPort: port,
           heloName: 'out.relay.test',
-          perDestinationConcurrency: 2,
+          shaping: { maxConnections: 2, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [] },
           connectTimeoutMs: 1000,
           commandTimeoutMs: 1500,
           retry: { firstRetry: 1, maxBackoff: 1, maxLifetime: 3600 },

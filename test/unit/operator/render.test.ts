@@ -276,6 +276,7 @@ describe('renderRelayConfig', () => {
     ca: true,
     smarthostCredentials: true,
     smarthostCa: false,
+    fleetStore: { username: false, password: false, ca: false },
   });
 
   it('passes the relay loader cross-field checks (TLS and users for submission, distinct binds, hostname)', () => {
@@ -294,6 +295,7 @@ describe('renderRelayConfig', () => {
       ca: false,
       smarthostCredentials: false,
       smarthostCa: false,
+      fleetStore: { username: false, password: false, ca: false },
     });
     expect(validate(minimal)).toEqual([]);
   });
@@ -307,9 +309,62 @@ describe('renderRelayConfig', () => {
       ca: false,
       smarthostCredentials: false,
       smarthostCa: false,
+      fleetStore: { username: false, password: false, ca: false },
     });
     expect(rendered.domains[0]!.dkim?.onFailure).toBe('send-unsigned');
     expect(validate(rendered)).toEqual([]);
+  });
+
+  it('renders fleetStore (credentials as files, a key prefix per relay), shaping and suppression', () => {
+    const rendered = renderRelayConfig({
+      relay: relay({
+        fleetStore: {
+          url: 'rediss://valkey.infra:6380/2',
+          passwordSecretRef: { name: 'valkey', key: 'password' },
+          caSecretRef: { name: 'valkey', key: 'ca.crt' },
+          timeoutMs: 100,
+        },
+        delivery: {
+          route: { mode: 'direct' },
+          concurrency: 50,
+          shaping: {
+            maxConnections: 10,
+            deliveriesPerConnection: 50,
+            messagesPerMinute: 0,
+            sites: [{ match: ['*.google.com', 'gmail.com'], messagesPerMinute: 600 }],
+          },
+        },
+        suppression: { enabled: true, ttlSeconds: 86400, action: 'Bounce' },
+      } as never),
+      domains: [],
+      tls: false,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+      fleetStore: { username: false, password: true, ca: true },
+    });
+    expect(rendered.fleetStore).toEqual({
+      url: 'rediss://valkey.infra:6380/2',
+      passwordFile: '/etc/mailfleet/fleet-store-password',
+      caFile: '/etc/mailfleet/fleet-store-ca.crt',
+      keyPrefix: 'mailfleet:apps/mail:',
+      timeoutMs: 100,
+    });
+    expect(rendered.delivery.shaping.sites).toEqual([
+      { match: ['*.google.com', 'gmail.com'], messagesPerMinute: 600 },
+    ]);
+    expect(rendered.suppression).toMatchObject({ ttl: 86400, action: 'bounce' });
+    expect(validate(rendered)).toEqual([]);
+    const none = renderRelayConfig({
+      relay: relay(),
+      domains: [],
+      tls: false,
+      ca: false,
+      smarthostCredentials: false,
+      smarthostCa: false,
+      fleetStore: { username: false, password: false, ca: false },
+    });
+    expect(none.fleetStore).toBeUndefined();
   });
 
   it('renders the queue volume free-space floor from spec.queue', () => {
@@ -320,6 +375,7 @@ describe('renderRelayConfig', () => {
       ca: false,
       smarthostCredentials: false,
       smarthostCa: false,
+      fleetStore: { username: false, password: false, ca: false },
     });
     expect(floor.spool).toMatchObject({ minFreeSpacePercent: 3, minFreeInodesPercent: 0 });
   });
@@ -343,6 +399,7 @@ describe('renderRelayConfig', () => {
       ca: false,
       smarthostCredentials: false,
       smarthostCa: false,
+      fleetStore: { username: false, password: false, ca: false },
     }).listeners;
     expect(listeners.submission).toEqual({
       address: '0.0.0.0',
@@ -368,6 +425,7 @@ describe('renderRelayConfig', () => {
         ca: false,
         smarthostCredentials: false,
         smarthostCa: false,
+        fleetStore: { username: false, password: false, ca: false },
       }).limits;
     expect(render({})).toMatchObject({
       maxConnectionsPerClient: 100,

@@ -19,7 +19,7 @@ const config = {
   delivery: {
     route: { mode: 'direct' },
     concurrency: 4,
-    perDestinationConcurrency: 2,
+    shaping: { maxConnections: 2, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [] },
     retry: { firstRetry: 300, maxBackoff: 4000, maxLifetime: 86_400, delayWarningAfter: 0 },
   },
 } as unknown as RelayConfig;

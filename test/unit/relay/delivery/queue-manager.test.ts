@@ -26,7 +26,7 @@ function makeConfig(over: Partial<RelayConfig['delivery']> = {}): RelayConfig {
     delivery: {
       route: { mode: 'direct' },
       concurrency: 10,
-      perDestinationConcurrency: 5,
+      shaping: { maxConnections: 5, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [] },
       directPort: 25,
       connectTimeoutMs: 1000,
       commandTimeoutMs: 1000,
@@ -213,8 +213,8 @@ test('after a restart a deferred message keeps its schedule (not retried early)'
   expect(await done).toEqual([[id, 'removed']]);
 });
 
-test('a slow destination uses at most perDestinationConcurrency slots and never starves others', async () => {
-  cfg = makeConfig({ concurrency: 3, perDestinationConcurrency: 2 });
+test('a slow destination uses at most shaping.maxConnections slots and never starves others', async () => {
+  cfg = makeConfig({ concurrency: 3, shaping: { maxConnections: 2, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [] } });
   const release: (() => void)[] = [];
   let slowInFlight = 0;
   let slowMax = 0;
