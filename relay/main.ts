@@ -100,7 +100,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     spool,
     metrics,
     log: log.child({ component: 'smtp' }),
-    rateLimiter: new RateLimiter(),
+    limits: localLimits(new RateLimiter()),
     throttle: new AuthThrottle(() => runtime.config.auth?.throttle ?? fallbackThrottle),
     clientLimits: new ClientConnectionLimits(),
     connectionCount: () => connectionCount(listeners),
@@ -265,6 +265,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     reload,
     setDraining,
     stop,
+  };
+}
+
+// Replaced by relay/fleet's state once it lands: this pod's own counts, no suppression list yet.
+function localLimits(rates: RateLimiter) {
+  return {
+    takeRate: (key: string, perMinute: number) => Promise.resolve(rates.take(key, perMinute)),
+    suppressed: () => Promise.resolve(null),
   };
 }
 

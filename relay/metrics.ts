@@ -34,6 +34,7 @@ export const RecipientRejectReasons = [
   'dns_tempfail',
   'spool_full',
   'bad_protocol',
+  'suppressed',
 ] as const;
 /** Why a connection was refused before (or instead of) its SMTP session. */
 export const ConnectionRefusedReasons = [
@@ -52,6 +53,15 @@ export const SpoolStates = ['ready', 'deferred', 'active', 'corrupt'] as const;
 export const DnsQueryResults = ['answer', 'nodata', 'nxdomain', 'tempfail', 'cached'] as const;
 export const ConfigReloadResults = ['success', 'failure'] as const;
 export const DkimFailureOutcomes = ['deferred', 'sent_unsigned'] as const;
+/**
+ * Where the fleet's shared limits are decided: shared (the store answers), degraded (a store is
+ * configured but does not answer in time: this pod decides alone until it does), per_pod (no store).
+ */
+export const FleetStates = ['shared', 'degraded', 'per_pod'] as const;
+/** How a recipient came onto the suppression list. */
+export const SuppressionSources = ['bounce', 'admin'] as const;
+/** What a suppressed recipient got: refused at RCPT, or bounced without an attempt. */
+export const SuppressionActions = ['refused', 'bounced'] as const;
 /** What runs short on the spool's file system. */
 export const SpoolFsResources = ['space', 'inodes'] as const;
 
@@ -61,6 +71,7 @@ export type ConnectionRefusedReason = (typeof ConnectionRefusedReasons)[number];
 export type AuthResult = (typeof AuthResults)[number];
 export type DeliveryResult = (typeof DeliveryResults)[number];
 export type SpoolState = (typeof SpoolStates)[number];
+export type FleetState = (typeof FleetStates)[number];
 
 const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const QUEUE_TIME_BUCKETS = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600];
@@ -265,6 +276,31 @@ export class RelayMetrics {
   readonly draining = new Gauge({
     name: 'mailfleet_relay_draining',
     help: '1 while the relay is draining (not accepting mail), else 0.',
+    registers: [this.registry],
+  });
+  // Fleet
+  readonly fleetState = new Gauge({
+    name: 'mailfleet_relay_fleet_state',
+    help: 'Where rate limits, shaping and the suppression list are decided: 1 for the current state (shared: the fleet store; degraded: a store is configured but unreachable or slow, this pod decides alone; per_pod: no store configured).',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly fleetStoreFallbacks = new Counter({
+    name: 'mailfleet_relay_fleet_store_fallbacks_total',
+    help: 'Decisions this pod made alone because the fleet store did not answer within fleetStore.timeoutMs, by operation (rate, lease, suppression).',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
+  });
+  readonly suppressionsAdded = new Counter({
+    name: 'mailfleet_relay_suppressions_added_total',
+    help: 'Recipients put on the suppression list, by source (bounce: a permanent failure with one of suppression.codes; admin: the suppression tool).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly suppressedRecipients = new Counter({
+    name: 'mailfleet_relay_suppressed_recipients_total',
+    help: 'Recipients found on the suppression list, by action (refused at RCPT, or bounced at once without an attempt).',
+    labelNames: ['action'] as const,
     registers: [this.registry],
   });
   readonly ready = new Gauge({

@@ -461,6 +461,40 @@ export function relayDashboard() {
       { expr: `sum by (result) (${rate('mailfleet_relay_handoffs_total')})`, legend: '{{result}}' },
     ]),
   ];
+  const fleet: Panel[] = [
+    timeseries(
+      'Fleet state by pod',
+      'Where each pod decides limits, shaping and suppression: shared (the fleet store), degraded (store unreachable, deciding alone) or per_pod (no store).',
+      'short',
+      [{ expr: `max by (pod, state) (mailfleet_relay_fleet_state{${R}}) == 1`, legend: '{{pod}} {{state}}' }],
+    ),
+    timeseries(
+      'Decisions made without the store',
+      'Rate, lease and suppression checks a pod answered alone because the fleet store did not answer in time.',
+      'ops',
+      [
+        {
+          expr: `sum by (operation) (${rate('mailfleet_relay_fleet_store_fallbacks_total')})`,
+          legend: '{{operation}}',
+        },
+      ],
+    ),
+    timeseries(
+      'Suppression list',
+      'Recipients added to the suppression list by source, and suppressed recipients refused or bounced.',
+      'ops',
+      [
+        {
+          expr: `sum by (source) (${rate('mailfleet_relay_suppressions_added_total')})`,
+          legend: 'added ({{source}})',
+        },
+        {
+          expr: `sum by (action) (${rate('mailfleet_relay_suppressed_recipients_total')})`,
+          legend: '{{action}}',
+        },
+      ],
+    ),
+  ];
   const perPod: Panel[] = [
     timeseries('Accepted by pod', 'Messages accepted per pod.', 'reqps', [
       { expr: `sum by (pod) (${rate('mailfleet_relay_messages_received_total')})`, legend: '{{pod}}' },
@@ -508,6 +542,7 @@ export function relayDashboard() {
       { title: 'Rejections and authentication', panels: rejections, perRow: 2 },
       { title: 'Queue', panels: queue },
       { title: 'Delivery', panels: delivery },
+      { title: 'Fleet', panels: fleet },
       { title: 'Per pod', panels: perPod },
     ]),
   );

@@ -11,11 +11,14 @@ import {
   DeliveryResults,
   DkimFailureOutcomes,
   DnsQueryResults,
+  FleetStates,
   MessageRejectReasons,
   RecipientRejectReasons,
   RelayMetrics,
   SpoolFsResources,
   SpoolStates,
+  SuppressionActions,
+  SuppressionSources,
 } from '../../relay/metrics.js';
 import { OperatorMetrics } from '../../operator/runtime/metrics.js';
 
@@ -70,6 +73,10 @@ const LABEL_VALUES: Record<string, string> = {
   'mailfleet_relay_config_reloads_total/result': ConfigReloadResults.join(', '),
   'mailfleet_relay_spool_filesystem_free_ratio/resource': SpoolFsResources.join(', '),
   'mailfleet_relay_dkim_signing_failures_total/action': DkimFailureOutcomes.join(', '),
+  'mailfleet_relay_fleet_state/state': FleetStates.join(', '),
+  'mailfleet_relay_fleet_store_fallbacks_total/operation': 'rate, lease, suppression',
+  'mailfleet_relay_suppressions_added_total/source': SuppressionSources.join(', '),
+  'mailfleet_relay_suppressed_recipients_total/action': SuppressionActions.join(', '),
 };
 
 function table(list: MetricInfo[]): string[] {

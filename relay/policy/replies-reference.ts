@@ -83,7 +83,7 @@ export const REPLY_DOCS: Record<ReplyName, ReplyDoc> = {
   },
   rateLimited: {
     step: 'MAIL',
-    when: 'messages per minute of this client address (unless it is in `limits.exemptNetworks`) or of this user exceeded',
+    when: 'messages per minute of this client address (unless it is in `limits.exemptNetworks`), of this user or of the sender’s domain exceeded (fleet-wide with `fleetStore`)',
   },
   needMail: { step: 'RCPT', when: 'no MAIL transaction is open' },
   recipientSyntax: {
@@ -103,6 +103,11 @@ export const REPLY_DOCS: Record<ReplyName, ReplyDoc> = {
     when: 'more than `limits.maxRecipients` distinct recipients; send the rest in another transaction',
   },
   recipientNullMx: { step: 'RCPT', when: 'the domain has a null MX, `0 .` (RFC 7505)' },
+  recipientSuppressed: {
+    step: 'RCPT',
+    when: 'the recipient is on the suppression list (a downstream rejected it with one of `suppression.codes` within `suppression.ttl`) and `suppression.action` is `refuse`',
+    wire: `${formatReply(Replies.recipientSuppressed)}: until <ISO time>`,
+  },
   recipientNxDomain: { step: 'RCPT', when: 'the domain does not exist (NXDOMAIN)' },
   recipientNoMailHost: { step: 'RCPT', when: 'the domain has no MX, no A and no AAAA record' },
   recipientDnsTempFail: { step: 'RCPT', when: 'DNS timeout, SERVFAIL or refusal while checking the domain' },

@@ -94,6 +94,11 @@ export const Replies = {
   rcptParameterNotSupported: reply(555, '5.5.4', 'RCPT TO parameter not supported'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   recipientNullMx: reply(556, '5.1.10', 'Recipient domain does not accept mail (null MX)'),
+  recipientSuppressed: reply(
+    550,
+    '5.1.1',
+    'Recipient is suppressed: an earlier delivery to it failed permanently',
+  ),
   recipientNxDomain: reply(550, '5.1.2', 'Recipient domain does not exist'),
   recipientNoMailHost: reply(550, '5.1.2', 'Recipient domain has no MX, A or AAAA record'),
   recipientDnsTempFail: reply(

@@ -10,10 +10,11 @@
  *               began meanwhile)
  *   MAIL FROM → (not UTF-8: 501, connection.ts) · shutting down? (421) · parameters (555)
  *               · sender policy (530/501/553/550) · spool space, with a declared SIZE= (452)
- *               · rate limits (450)
+ *               · rate limits per client, user and sender domain, fleet-wide with a store (450)
  *   RCPT TO   → (not UTF-8: 501, connection.ts) · parameters (555) · spool space (452) · syntax (501/553)
- *               · count (452) · recipient domain via DNS (556/550/451); a repeated recipient (same local
- *               part, byte for byte; domain without case) is accepted once
+ *               · count (452) · suppression list, when it refuses (550 5.1.1) · recipient domain via DNS
+ *               (556/550/451); a repeated recipient (same local part, byte for byte; domain without
+ *               case) is accepted once
  *   DATA      → size (552) · bare CR or NUL (554) · trace and fix-up headers
  *               · spool, fsynced → "250 2.0.0 Ok: queued as ID"
  *               (452 when the spool's file system fell below its free-space floor or is full)
@@ -68,12 +69,22 @@ import {
 } from '../intake/receive.js';
 import type { ClientConnectionLimits } from '../policy/client-limits.js';
 import { clientKey, isAddressAllowed } from '../policy/network.js';
-import type { RateLimiter } from '../policy/rate-limit.js';
 import { checkRecipientCount, checkRecipientSyntax, recipientDomainDecision } from '../policy/recipient.js';
 import { checkMailParameters, checkRcptParameters, type MailParameters } from '../policy/parameters.js';
-import { Replies, ReplyError, queuedText, replyError, type Reply } from '../policy/replies.js';
+import { Replies, ReplyError, queuedText, replyError, withDetail, type Reply } from '../policy/replies.js';
 import { checkSender } from '../policy/sender.js';
 import { SpoolFullError } from '../spool/space.js';
+
+/**
+ * What sessions ask of the limits the fleet shares (relay/fleet/state.ts implements it: the shared store
+ * when there is one and it answers in time, this pod's own counts otherwise). Neither call rejects.
+ */
+export interface SubmissionLimits {
+  /** Takes one message from the rate `key` allows per minute (0: unlimited). */
+  takeRate(key: string, perMinute: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /** The suppression entry of a canonical recipient address, or null. */
+  suppressed(address: string): Promise<{ reason: string; until: number } | null>;
+}
 
 /** What intake needs from the spool (relay/spool/spool.ts implements it). */
 export interface SpoolWriter {
@@ -89,7 +100,7 @@ export interface SessionDeps {
   spool: SpoolWriter;
   metrics: RelayMetrics;
   log: Logger;
-  rateLimiter: RateLimiter;
+  limits: SubmissionLimits;
   throttle: AuthThrottle;
   /** Per-client connection counts and rates (shared by all listeners). */
   clientLimits: ClientConnectionLimits;
@@ -337,7 +348,7 @@ export class SessionHandlers {
     throw replyError(reply);
   }
 
-  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): void {
+  private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const state = this.state(session);
     state.transaction = undefined;
     if (this.deps.stopping()) this.rejectMessage('draining', Replies.shuttingDown, session);
@@ -362,28 +373,45 @@ export class SessionHandlers {
     if (!decision.ok) this.rejectMessage(decision.reason, decision.reply, session, { from: address.address });
     const space = this.deps.spool.spaceProblem(params.size ?? 0);
     if (space) this.rejectMessage('spool_full', Replies.spoolFull, session, { problem: space });
-    if (!handoff) this.checkRates(session, user, rt);
+    if (!handoff) await this.checkRates(session, user, decision.address, rt);
     state.transaction = { mailFrom: decision.address, recipients: [], handoff, params };
   }
 
-  private checkRates(session: SMTPServerSession, user: string | undefined, rt: Runtime): void {
+  /**
+   * The message rates, asked at once (one round trip to the fleet's store, not three): each limit
+   * takes its token whether or not another refuses, as Postfix's anvil counts every MAIL request.
+   */
+  private async checkRates(
+    session: SMTPServerSession,
+    user: string | undefined,
+    mailFrom: string,
+    rt: Runtime,
+  ): Promise<void> {
     const { limits } = rt.config;
     const exempt = isAddressAllowed(session.remoteAddress, rt.exemptNetworks);
-    const client = this.deps.rateLimiter.take(
-      `client ${clientKey(session.remoteAddress)}`,
-      exempt ? 0 : limits.messagesPerMinutePerClient,
-    );
-    if (!client.allowed)
+    const at = mailFrom.lastIndexOf('@');
+    const checks: [limit: string, key: string, perMinute: number][] = [
+      [
+        'client',
+        `client:${clientKey(session.remoteAddress)}`,
+        exempt ? 0 : limits.messagesPerMinutePerClient,
+      ],
+    ];
+    if (user !== undefined) checks.push(['user', `user:${user}`, limits.messagesPerMinutePerUser]);
+    if (at > 0)
+      checks.push([
+        'sender_domain',
+        `domain:${mailFrom.slice(at + 1).toLowerCase()}`,
+        limits.messagesPerMinutePerSenderDomain,
+      ]);
+    const asked = checks.filter(([, , perMinute]) => perMinute > 0);
+    if (asked.length === 0) return;
+    const results = await Promise.all(asked.map(([, key, n]) => this.deps.limits.takeRate(key, n)));
+    const refused = results.findIndex((r) => !r.allowed);
+    if (refused >= 0)
       this.rejectMessage('rate_limited', Replies.rateLimited, session, {
-        limit: 'client',
-        retryAfterMs: client.retryAfterMs,
-      });
-    if (user === undefined) return;
-    const perUser = this.deps.rateLimiter.take(`user ${user}`, limits.messagesPerMinutePerUser);
-    if (!perUser.allowed)
-      this.rejectMessage('rate_limited', Replies.rateLimited, session, {
-        limit: 'user',
-        retryAfterMs: perUser.retryAfterMs,
+        limit: asked[refused]![0],
+        retryAfterMs: results[refused]!.retryAfterMs,
       });
   }
 
@@ -417,6 +445,7 @@ export class SessionHandlers {
         this.deps.runtime().config.limits.maxRecipients,
       );
       if (!count.ok) return this.rejectRecipient(count.reason, count.reply, session, syntax.address);
+      if (!duplicate) await this.checkSuppressed(session, syntax.address);
       const hosts = await this.deps.resolver().mailHosts(syntax.mailbox.domain);
       const domain = recipientDomainDecision(hosts);
       if (!domain.ok) {
@@ -426,6 +455,19 @@ export class SessionHandlers {
       }
     }
     if (!duplicate) txn.recipients.push(syntax.address);
+  }
+
+  private async checkSuppressed(session: SMTPServerSession, address: string): Promise<void> {
+    const { suppression } = this.deps.runtime().config;
+    if (suppression.action !== 'refuse') return;
+    const entry = await this.deps.limits.suppressed(address);
+    if (entry)
+      this.rejectRecipient(
+        'suppressed',
+        withDetail(Replies.recipientSuppressed, `until ${new Date(entry.until).toISOString()}`),
+        session,
+        address,
+      );
   }
 
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {

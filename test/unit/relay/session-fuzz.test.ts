@@ -97,6 +97,7 @@ async function harness(): Promise<Harness> {
     domain === 'mx.test' || domain === 'example.com'
       ? { kind: 'mx', hosts: [{ exchange: 'mail.mx.test', priority: 10 }] }
       : { kind: 'nxdomain' };
+  const rates = new RateLimiter();
   const deps: SessionDeps = {
     runtime: () => rt,
     resolver: () => ({ mailHosts: async (d: string) => hosts(d) }) as unknown as MailResolver,
@@ -114,7 +115,10 @@ async function harness(): Promise<Harness> {
     },
     metrics: new RelayMetrics({ defaultMetrics: false }),
     log: silentLogger(),
-    rateLimiter: new RateLimiter(),
+    limits: {
+      takeRate: (key: string, perMinute: number) => Promise.resolve(rates.take(key, perMinute)),
+      suppressed: () => Promise.resolve(null),
+    },
     throttle: new AuthThrottle(() => rt.config.auth?.throttle ?? loadedThrottle()),
     clientLimits: new ClientConnectionLimits(),
     connectionCount: () => 1,
