@@ -271,7 +271,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
 // Replaced by relay/fleet's state once it lands: this pod's own counts, no suppression list yet.
 function localLimits(rates: RateLimiter) {
   return {
-    takeRate: (key: string, perMinute: number) => Promise.resolve(rates.take(key, perMinute)),
+    takeRate: (kind: string, id: string, perMinute: number) =>
+      Promise.resolve(rates.take(`${kind}:${id}`, perMinute)),
     suppressed: () => Promise.resolve(null),
   };
 }

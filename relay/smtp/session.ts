@@ -80,8 +80,12 @@ import { SpoolFullError } from '../spool/space.js';
  * when there is one and it answers in time, this pod's own counts otherwise). Neither call rejects.
  */
 export interface SubmissionLimits {
-  /** Takes one message from the rate `key` allows per minute (0: unlimited). */
-  takeRate(key: string, perMinute: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /** Takes one message from the rate of `kind` `id` (0: unlimited). */
+  takeRate(
+    kind: 'client' | 'user' | 'domain',
+    id: string,
+    perMinute: number,
+  ): Promise<{ allowed: boolean; retryAfterMs: number }>;
   /** The suppression entry of a canonical recipient address, or null. */
   suppressed(address: string): Promise<{ reason: string; until: number } | null>;
 }
@@ -390,23 +394,20 @@ export class SessionHandlers {
     const { limits } = rt.config;
     const exempt = isAddressAllowed(session.remoteAddress, rt.exemptNetworks);
     const at = mailFrom.lastIndexOf('@');
-    const checks: [limit: string, key: string, perMinute: number][] = [
-      [
-        'client',
-        `client:${clientKey(session.remoteAddress)}`,
-        exempt ? 0 : limits.messagesPerMinutePerClient,
-      ],
+    const checks: [limit: string, kind: 'client' | 'user' | 'domain', id: string, perMinute: number][] = [
+      ['client', 'client', clientKey(session.remoteAddress), exempt ? 0 : limits.messagesPerMinutePerClient],
     ];
-    if (user !== undefined) checks.push(['user', `user:${user}`, limits.messagesPerMinutePerUser]);
+    if (user !== undefined) checks.push(['user', 'user', user, limits.messagesPerMinutePerUser]);
     if (at > 0)
       checks.push([
         'sender_domain',
-        `domain:${mailFrom.slice(at + 1).toLowerCase()}`,
+        'domain',
+        mailFrom.slice(at + 1).toLowerCase(),
         limits.messagesPerMinutePerSenderDomain,
       ]);
-    const asked = checks.filter(([, , perMinute]) => perMinute > 0);
+    const asked = checks.filter(([, , , perMinute]) => perMinute > 0);
     if (asked.length === 0) return;
-    const results = await Promise.all(asked.map(([, key, n]) => this.deps.limits.takeRate(key, n)));
+    const results = await Promise.all(asked.map(([, kind, id, n]) => this.deps.limits.takeRate(kind, id, n)));
     const refused = results.findIndex((r) => !r.allowed);
     if (refused >= 0)
       this.rejectMessage('rate_limited', Replies.rateLimited, session, {

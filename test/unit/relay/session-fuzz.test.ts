@@ -116,7 +116,8 @@ async function harness(): Promise<Harness> {
     metrics: new RelayMetrics({ defaultMetrics: false }),
     log: silentLogger(),
     limits: {
-      takeRate: (key: string, perMinute: number) => Promise.resolve(rates.take(key, perMinute)),
+      takeRate: (kind: string, id: string, perMinute: number) =>
+        Promise.resolve(rates.take(`${kind}:${id}`, perMinute)),
       suppressed: () => Promise.resolve(null),
     },
     throttle: new AuthThrottle(() => rt.config.auth?.throttle ?? loadedThrottle()),
