@@ -9,6 +9,7 @@
  *                 whatever the probe rate.
  *   GET /metrics  the relay's registry.
  *
+ * A route handler that throws BadRequest gets 400 {"error": …}; readJson() reads a bounded JSON body.
  * Routes registered with `{ mutating: true }` change state; they need "Authorization: Bearer <token>"
  * when admin.tokenFile is set, and are only served to loopback clients when it is not.
  */
@@ -40,6 +41,33 @@ export interface AdminOptions {
 interface Route {
   handler: RouteHandler;
   mutating: boolean;
+}
+
+/** Bad input to a route: answered 400 with the message. */
+export class BadRequest extends Error {}
+
+const MAX_BODY = 64 * 1024;
+
+/** The request body as a JSON object ({} when empty). */
+export async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new BadRequest('request body too large');
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (!text) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new BadRequest('request body is not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new BadRequest('request body must be a JSON object');
+  return value as Record<string, unknown>;
 }
 
 export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
@@ -118,7 +146,12 @@ export class AdminServer {
       sendJson(res, 401, { error: 'admin token required' });
       return;
     }
-    await route.handler(req, res, url);
+    try {
+      await route.handler(req, res, url);
+    } catch (err) {
+      if (!(err instanceof BadRequest)) throw err;
+      sendJson(res, 400, { error: err.message });
+    }
   }
 
   private authorized(req: http.IncomingMessage): boolean {

@@ -12,10 +12,9 @@
  *
  * Everything but GET /drain is registered as `mutating`: it needs the admin bearer token when
  * admin.tokenFile is set (else loopback clients only) — the queue listing shows addresses, so it is
- * protected like the actions. Bad input is 400 with {"error": …}.
+ * protected like the actions. Bad input is 400 with {"error": …} (BadRequest, relay/admin/server.ts).
  */
-import type http from 'node:http';
-import { sendJson, type RouteHandler } from '../admin/server.js';
+import { BadRequest, readJson, sendJson, type RouteHandler } from '../admin/server.js';
 import type { Drainer } from './drain.js';
 import { parsePeer } from './handoff.js';
 import type { QueueOps } from './queue-ops.js';
@@ -31,28 +30,13 @@ export interface DeliveryRoutesDeps {
   handoffProblem: () => string | undefined;
 }
 
-const MAX_BODY = 64 * 1024;
-
-class BadRequest extends Error {}
-
 export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRoutesDeps): void {
   const { drainer, ops } = deps;
-  const guarded = (handler: RouteHandler): RouteHandler => {
-    return async (req, res, url) => {
-      try {
-        await handler(req, res, url);
-      } catch (err) {
-        if (!(err instanceof BadRequest)) throw err;
-        sendJson(res, 400, { error: err.message });
-      }
-    };
-  };
-
   admin.route('GET', '/drain', (_req, res) => sendJson(res, 200, drainer.status()));
   admin.route(
     'POST',
     '/drain',
-    guarded(async (req, res) => {
+    async (req, res) => {
       const body = await readJson(req);
       const peers = body.peers ?? [];
       if (!Array.isArray(peers) || !peers.every((p) => typeof p === 'string'))
@@ -67,7 +51,7 @@ export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRout
       const problem = peers.length ? deps.handoffProblem() : undefined;
       if (problem) return sendJson(res, 409, { error: problem });
       sendJson(res, 202, drainer.start(peers));
-    }),
+    },
     { mutating: true },
   );
 
@@ -87,7 +71,7 @@ export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRout
   admin.route(
     'POST',
     '/queue/retry',
-    guarded(async (req, res) => {
+    async (req, res) => {
       const body = await readJson(req);
       if (body.all === true) return sendJson(res, 200, { scheduled: await ops.retryAll() });
       const id = requireId(body);
@@ -96,13 +80,13 @@ export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRout
       if (result === 'active')
         return sendJson(res, 409, { error: 'the message is being delivered right now' });
       sendJson(res, 200, { scheduled: 1 });
-    }),
+    },
     { mutating: true },
   );
   admin.route(
     'POST',
     '/queue/delete',
-    guarded(async (req, res) => {
+    async (req, res) => {
       const id = requireId(await readJson(req));
       const result = await ops.delete(id).catch((err: Error) => err);
       if (result instanceof Error)
@@ -113,7 +97,7 @@ export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRout
       if (result === 'active')
         return sendJson(res, 409, { error: 'the message is being delivered right now; try again' });
       sendJson(res, 200, { deleted: 1 });
-    }),
+    },
     { mutating: true },
   );
 }
@@ -121,26 +105,4 @@ export function registerDeliveryRoutes(admin: RouteRegistrar, deps: DeliveryRout
 function requireId(body: Record<string, unknown>): string {
   if (typeof body.id !== 'string' || body.id === '') throw new BadRequest('"id" (a queue ID) is required');
   return body.id;
-}
-
-/** The request body as a JSON object ({} when empty). */
-async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw new BadRequest('request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
-  if (!text) return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new BadRequest('request body is not JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value))
-    throw new BadRequest('request body must be a JSON object');
-  return value as Record<string, unknown>;
 }
