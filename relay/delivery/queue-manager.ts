@@ -35,7 +35,7 @@ import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema.js';
 import type { RelayMetrics } from '../metrics.js';
-import { CorruptEntryError, type DeliveryState, type Spool, type SpoolEntry } from '../spool/spool.js';
+import { CorruptEntryError, type Spool, type SpoolEntry } from '../spool/spool.js';
 import type { OutgoingMessage } from './attempt.js';
 import type { BounceRequest } from './bounce.js';
 import type { DkimResult } from './dkim.js';
@@ -43,6 +43,7 @@ import { finishAttempt, initialState, pendingRecipients, recordOutcomes } from '
 import { localDeferral, type RecipientOutcome } from './replies.js';
 import { backoffMs } from './retry.js';
 import { groupRecipients, routeFor, type DeliveryGroup } from './router.js';
+import type { DeliveryState } from './state.js';
 import { WakeHeap } from './wake-heap.js';
 
 export interface Log {
