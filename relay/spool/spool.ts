@@ -31,6 +31,9 @@
  *   too. Whatever fails, the file is removed: never a 250, never a half-written entry left to sweep.
  * - One relay per spool directory (lock file); the in-memory index is rebuilt from disk at start and is
  *   only a cache of what the directories say.
+ * - One writer per queued message: accept() adds it (sessions, bounces); after that only the queue
+ *   manager calls saveState(), remove() and quarantine() (Postfix: only qmgr moves queue files). The
+ *   drain and the queue tools ask the queue manager; eslint.config.js keeps other callers out.
  *
  * Memory stays bounded whatever the message size: bodies stream through in chunks of WRITE_CHUNK, and are
  * read back whole only up to SMALL_BODY.
