@@ -27,8 +27,8 @@
  *   endHandOff(), the queue tools through retryNow() and delete().
  * - A message is active (in `activeIds`, untouchable by the queue tools and the drain) from the moment
  *   its jobs are queued until its attempt is settled on disk. A message the drain is handing off, or a
- *   tool is changing, is claimed instead: not attempted, and refused ('active') to the other of the two,
- *   until the change is on disk. So no two writes to one message ever overlap.
+ *   tool is changing, is claimed instead: not attempted, refused to the tools ('active') and skipped by
+ *   the drain until the change is on disk. So no two writes to one message ever overlap.
  * - A damaged body (checksum mismatch) sets the message aside in corrupt/, never drops it.
  *
  * Diagnostics: one log line per settled attempt (id, outcome, per-result counts), per DSN queued, per
@@ -252,7 +252,7 @@ export class QueueManager extends EventEmitter<QueueEvents> {
 
   /**
    * Makes a deferred message due now (persisted, so it holds across a restart).
-   * Returns 'not-found', 'active' (already being attempted) or 'scheduled'.
+   * Returns 'not-found', 'active' (being attempted, handed off or changed by another tool) or 'scheduled'.
    */
   async retryNow(id: string): Promise<'not-found' | 'active' | 'scheduled'> {
     const entry = this.opts.spool.get(id);
@@ -269,7 +269,7 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     return 'scheduled';
   }
 
-  /** retryNow() for every message that is not active; returns how many were made due. */
+  /** retryNow() for every message; returns how many were made due (busy ones are not). */
   async retryAll(): Promise<number> {
     let n = 0;
     for (const e of [...this.opts.spool.entries()]) if ((await this.retryNow(e.id)) === 'scheduled') n++;
