@@ -48,5 +48,21 @@ export default tseslint.config(
       ],
     },
   })),
+  // One writer of queued mail (Postfix: only qmgr moves queue files): outside the queue manager, relay
+  // code may add messages to the spool (accept) but not change or remove them; it asks the queue manager.
+  {
+    files: ['relay/**/*.ts'],
+    ignores: ['relay/delivery/queue-manager.ts', 'relay/spool/spool.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...["[object.name='spool']", "[object.property.name='spool']"].map((receiver) => ({
+          selector: `CallExpression > MemberExpression.callee${receiver}[property.name=/^(saveState|remove|quarantine)$/]`,
+          message:
+            'only the queue manager changes a queued message: ask it (retryNow, delete, handedOff, quarantine)',
+        })),
+      ],
+    },
+  },
   { files: ['**/*.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
 );

@@ -17,6 +17,10 @@
  * - Counters: handedOff and failed count messages per hand-off outcome (failed: no peer took it on
  *   that pass, so one message can count several times); delivered counts messages the queue manager
  *   finished while draining. The relay stays not-ready after "drained"; the operator removes the pod.
+ * - The queue manager writes for the drain (its one-writer rule): each message is claimed with
+ *   beginHandOff() before it goes to a peer and let go with endHandOff(), what peers took is recorded
+ *   with handedOff(). A claimed message is not attempted and the queue tools get "active" (409) for it;
+ *   one the queue tools are changing is skipped until the next pass.
  * - A drain loop that fails (an unreadable handoff password, a spool error, handoff gone after a reload)
  *   reports state "failed" with `error`, counts mailfleet_relay_drain_failures_total, and resumes the
  *   queue manager so queued mail is still delivered; the relay keeps refusing new mail. POST /drain starts
@@ -194,8 +198,15 @@ export class Drainer {
     let next = 0;
     const worker = async () => {
       while (next < entries.length && !this.stopped && this.peers.length > 0) {
-        const entry = entries[next++]!;
-        if (this.opts.spool.get(entry.id) === entry) await this.handOne(entry);
+        const { id } = entries[next++]!;
+        // undefined: gone, or a queue tool is changing it right now (the next pass sees it again)
+        const entry = this.opts.queue.beginHandOff(id);
+        if (!entry) continue;
+        try {
+          await this.handOne(entry);
+        } finally {
+          this.opts.queue.endHandOff(id);
+        }
       }
     };
     await Promise.all(Array.from({ length: this.opts.parallel ?? 8 }, worker));
@@ -217,11 +228,11 @@ export class Drainer {
         if (taken.length === 0) continue;
         state = recordOutcomes(state, taken);
         pending = pendingRecipients(entry.envelope, state);
-        if (pending.length > 0) await this.opts.spool.saveState(id, state);
+        if (pending.length > 0) await this.opts.queue.handedOff(id, state);
       }
     } catch (err) {
       if (!(err instanceof CorruptEntryError)) throw err;
-      await this.opts.spool.quarantine(id, err.reason);
+      await this.opts.queue.quarantine(id, err.reason);
       this.log.error(
         { id, reason: err.reason },
         'message body is damaged; moved to corrupt/, not handed off',
@@ -229,17 +240,8 @@ export class Drainer {
       return;
     }
     if (pending.length === 0) {
-      try {
-        await this.opts.spool.remove(id);
-      } catch (err) {
-        // Every recipient is with a peer: keep that on disk so the next pass only removes the file.
-        await this.opts.spool.saveState(id, state).catch(() => undefined);
-        this.log.error(
-          { id, err: String(err) },
-          'handed off, but the file could not be removed; the removal is retried',
-        );
-        return;
-      }
+      // 'kept': the queue manager logged it and kept the state, so the next pass only removes the file
+      if ((await this.opts.queue.handedOff(id, state)) === 'kept') return;
       this.counts.handedOff++;
       this.opts.metrics?.handoffs.inc({ result: 'ok' });
       this.log.info({ id, recipients: entry.envelope.recipients.length }, 'message handed off');

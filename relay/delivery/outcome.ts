@@ -17,10 +17,10 @@
  */
 import type { RetryConfig } from '../config/schema.js';
 import type { Envelope } from '../spool/envelope.js';
-import type { DeliveryState, RecipientState } from '../spool/spool.js';
 import type { DsnRecipient } from './dsn.js';
 import type { RecipientOutcome } from './replies.js';
 import { delayWarningDue, expiresAt, isExpired, nextAttemptAt } from './retry.js';
+import type { DeliveryState, RecipientState } from './state.js';
 
 /** Delivery state of a message not attempted yet: every envelope recipient pending. */
 export function initialState(envelope: Envelope): DeliveryState {

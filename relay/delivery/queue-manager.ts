@@ -1,6 +1,6 @@
 /**
- * The queue manager (Postfix's qmgr): decides which spooled message is attempted when, and keeps the
- * delivery state in the spool up to date.
+ * The queue manager (Postfix's qmgr): decides which spooled message is attempted when, and is the one
+ * writer of a queued message's delivery state (delivery/state.ts) and of its removal.
  *
  *   spool ──ready──► active message ──routing──► one job per destination group
  *                                                     │  per-destination FIFO queues, served round-robin
@@ -22,8 +22,13 @@
  *   nextAttemptAt. The wake-up heap and the ready set are caches, rebuilt from the spool at start().
  * - Fairness: a job waiting for a busy destination holds no slot. Destinations are served round-robin,
  *   so a slow destination can use at most shaping.maxConnections slots and never starves the rest.
+ * - One writer: after accept(), only this module calls the spool's saveState(), remove() and quarantine()
+ *   (eslint.config.js enforces it). The drain asks through beginHandOff() / handedOff() / quarantine() /
+ *   endHandOff(), the queue tools through retryNow() and delete().
  * - A message is active (in `activeIds`, untouchable by the queue tools and the drain) from the moment
- *   its jobs are queued until its attempt is settled on disk.
+ *   its jobs are queued until its attempt is settled on disk. A message the drain is handing off, or a
+ *   tool is changing, is claimed instead: not attempted, refused to the tools ('active') and skipped by
+ *   the drain until the change is on disk. So no two writes to one message ever overlap.
  * - A damaged body (checksum mismatch) sets the message aside in corrupt/, never drops it.
  *
  * Diagnostics: one log line per settled attempt (id, outcome, per-result counts), per DSN queued, per
@@ -35,7 +40,7 @@ import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema.js';
 import type { RelayMetrics } from '../metrics.js';
-import { CorruptEntryError, type DeliveryState, type Spool, type SpoolEntry } from '../spool/spool.js';
+import { CorruptEntryError, type Spool, type SpoolEntry } from '../spool/spool.js';
 import type { OutgoingMessage } from './attempt.js';
 import type { BounceRequest } from './bounce.js';
 import type { DkimResult } from './dkim.js';
@@ -43,6 +48,7 @@ import { finishAttempt, initialState, pendingRecipients, recordOutcomes } from '
 import { localDeferral, type RecipientOutcome } from './replies.js';
 import { backoffMs } from './retry.js';
 import { groupRecipients, routeFor, type DeliveryGroup } from './router.js';
+import type { DeliveryState } from './state.js';
 import { WakeHeap } from './wake-heap.js';
 
 export interface Log {
@@ -83,6 +89,8 @@ export interface QueueManagerOptions {
   maxActive?: number;
 }
 
+export type DeleteResult = 'deleted' | 'not-found' | 'active';
+
 /** How an attempt ended for a message. */
 export type Settlement = 'removed' | 'deferred' | 'quarantined' | 'released';
 
@@ -121,6 +129,8 @@ export class QueueManager extends EventEmitter<QueueEvents> {
   private readonly active = new Map<string, ActiveMessage>();
   /** The active ids, shared with the spool (its metrics tell active messages apart). */
   private readonly activeIds = new Set<string>();
+  /** Messages off the schedule while the drain hands them off or a queue tool changes them. */
+  private readonly claimed = new Set<string>();
   private readonly ready = new Set<string>();
   private readonly wakeups = new WakeHeap();
   private readonly destinations = new Map<string, DestinationQueue>();
@@ -212,6 +222,24 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     return this.active.has(id);
   }
 
+  /** In an attempt, or claimed by the drain or a queue tool: nobody else may change it now. */
+  private busy(id: string): boolean {
+    return this.active.has(id) || this.claimed.has(id);
+  }
+
+  private claim(id: string): void {
+    this.claimed.add(id);
+    this.ready.delete(id);
+    this.wakeups.delete(id);
+  }
+
+  /** Ends a claim: the message, if it is still queued, goes back on the schedule its state says. */
+  private unclaim(id: string): void {
+    if (!this.claimed.delete(id)) return;
+    const entry = this.opts.spool.get(id);
+    if (entry) this.schedule(entry);
+  }
+
   /** Counts for the queue tools and tests. */
   counts(): { active: number; ready: number; waiting: number; running: number } {
     return {
@@ -224,32 +252,105 @@ export class QueueManager extends EventEmitter<QueueEvents> {
 
   /**
    * Makes a deferred message due now (persisted, so it holds across a restart).
-   * Returns 'not-found', 'active' (already being attempted) or 'scheduled'.
+   * Returns 'not-found', 'active' (being attempted, handed off or changed by another tool) or 'scheduled'.
    */
   async retryNow(id: string): Promise<'not-found' | 'active' | 'scheduled'> {
     const entry = this.opts.spool.get(id);
     if (!entry) return 'not-found';
-    if (this.active.has(id)) return 'active';
-    if (entry.state && entry.state.nextAttemptAt > this.clock.now()) {
-      await this.opts.spool.saveState(id, { ...entry.state, nextAttemptAt: 0 });
+    if (this.busy(id)) return 'active';
+    this.claim(id);
+    try {
+      if (entry.state && entry.state.nextAttemptAt > this.clock.now()) {
+        await this.opts.spool.saveState(id, { ...entry.state, nextAttemptAt: 0 });
+      }
+    } finally {
+      this.unclaim(id);
     }
-    if (!this.opts.spool.get(id) || this.active.has(id)) return this.active.has(id) ? 'active' : 'not-found';
-    this.wakeups.delete(id);
-    this.schedule(entry);
     return 'scheduled';
   }
 
-  /** retryNow() for every message that is not active; returns how many were made due. */
+  /** retryNow() for every message; returns how many were made due (busy ones are not). */
   async retryAll(): Promise<number> {
     let n = 0;
     for (const e of [...this.opts.spool.entries()]) if ((await this.retryNow(e.id)) === 'scheduled') n++;
     return n;
   }
 
+  /**
+   * Removes a message for the queue tools. 'active' while it is attempted or handed off (try again);
+   * rejects when the file cannot be removed, and the message stays queued.
+   */
+  async delete(id: string): Promise<DeleteResult> {
+    if (!this.opts.spool.get(id)) return 'not-found';
+    if (this.busy(id)) return 'active';
+    this.claim(id);
+    try {
+      await this.opts.spool.remove(id);
+    } finally {
+      this.unclaim(id);
+    }
+    return 'deleted';
+  }
+
+  // ── hand-off (the drain): claimed, not attempted, until endHandOff() ─────────────────────────────
+
+  /**
+   * Takes a queued message off the schedule for the drain to hand to peers. Returns its entry, or
+   * undefined when it is gone or busy (attempted, or a queue tool is changing it): the drain's next pass
+   * sees it again.
+   */
+  beginHandOff(id: string): SpoolEntry | undefined {
+    const entry = this.opts.spool.get(id);
+    if (!entry || this.busy(id)) return undefined;
+    this.claim(id);
+    return entry;
+  }
+
+  /**
+   * Records what peers took (`state`, from recordOutcomes) for a message in hand-off: saved while
+   * recipients are pending, removed once none is. 'kept': the file could not be removed, so the final
+   * state is saved (best effort) and the next pass only removes it. A failed save rejects.
+   */
+  async handedOff(id: string, state: DeliveryState): Promise<'recorded' | 'removed' | 'kept'> {
+    const entry = this.handingOff(id);
+    if (pendingRecipients(entry.envelope, state).length > 0) {
+      await this.opts.spool.saveState(id, state);
+      return 'recorded';
+    }
+    try {
+      await this.opts.spool.remove(id);
+      return 'removed';
+    } catch (err) {
+      await this.opts.spool.saveState(id, state).catch(() => undefined);
+      this.log.error(
+        { id, err: String(err) },
+        'handed off, but the file could not be removed; the removal is retried',
+      );
+      return 'kept';
+    }
+  }
+
+  /** Sets a message in hand-off aside in corrupt/: its body turned out damaged. */
+  async quarantine(id: string, reason: string): Promise<void> {
+    this.handingOff(id);
+    await this.opts.spool.quarantine(id, reason);
+  }
+
+  /** The drain is done with the message: if it is still queued, it goes back on its schedule. */
+  endHandOff(id: string): void {
+    this.unclaim(id);
+  }
+
+  private handingOff(id: string): SpoolEntry {
+    const entry = this.opts.spool.get(id);
+    if (!entry || !this.claimed.has(id)) throw new Error(`message ${id} is not being handed off`);
+    return entry;
+  }
+
   /** Puts a message on the schedule its spool state says (ready now, or a wake-up later). */
   schedule(entry: SpoolEntry): void {
     const { id } = entry;
-    if (this.active.has(id) || this.ready.has(id)) return;
+    if (this.busy(id) || this.ready.has(id)) return;
     const at = entry.state?.nextAttemptAt ?? 0;
     if (at <= this.clock.now()) {
       this.wakeups.delete(id);
@@ -280,7 +381,7 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     this.timer = undefined;
     this.timerAt = Infinity;
     for (const id of this.wakeups.popDue(this.clock.now())) {
-      if (!this.active.has(id) && this.opts.spool.get(id)) this.ready.add(id);
+      if (!this.busy(id) && this.opts.spool.get(id)) this.ready.add(id);
     }
     this.armTimer();
     this.pump();

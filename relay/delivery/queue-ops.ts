@@ -8,10 +8,13 @@
  *   show ID         the same for one message, plus its header section
  *   retry ID|all    make deferred mail due now (persisted)
  *   delete ID       remove a message (refused while it is being delivered: try again in a moment)
+ *
+ * Reads come from the spool; every change is asked of the queue manager, the one writer of queued
+ * messages, which refuses ("active") while the message is attempted or handed off by the drain.
  */
 import type { Spool, SpoolEntry } from '../spool/spool.js';
 import { readHeaders } from './bounce.js';
-import type { QueueManager } from './queue-manager.js';
+import type { DeleteResult, QueueManager } from './queue-manager.js';
 
 export interface QueueRecipient {
   address: string;
@@ -33,12 +36,12 @@ export interface QueueItem {
   recipients: QueueRecipient[];
 }
 
-export type DeleteResult = 'deleted' | 'not-found' | 'active';
+export type { DeleteResult };
 
 export class QueueOps {
   constructor(
     private readonly spool: Spool,
-    private readonly queue: Pick<QueueManager, 'isActive' | 'retryNow' | 'retryAll'>,
+    private readonly queue: Pick<QueueManager, 'isActive' | 'retryNow' | 'retryAll' | 'delete'>,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -66,11 +69,8 @@ export class QueueOps {
     return this.queue.retryAll();
   }
 
-  async delete(id: string): Promise<DeleteResult> {
-    if (!this.spool.get(id)) return 'not-found';
-    if (this.queue.isActive(id)) return 'active';
-    await this.spool.remove(id);
-    return 'deleted';
+  delete(id: string): Promise<DeleteResult> {
+    return this.queue.delete(id);
   }
 
   private item(e: SpoolEntry): QueueItem {

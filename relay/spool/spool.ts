@@ -2,8 +2,9 @@
  * The durable spool: accepted mail lives here until it is delivered, bounced or handed off.
  *
  *   <dir>/queue/<id>     one file per message (format.ts): envelope, body, end record. Immutable.
- *   <dir>/state/<id>     delivery progress (attempts, next attempt, per-recipient outcome), JSON,
- *                        replaced atomically and durably; absent until the first attempt.
+ *   <dir>/state/<id>     delivery progress (delivery/state.ts), JSON, replaced atomically and durably;
+ *                        absent until the first attempt. Its meaning is delivery's: the spool checks
+ *                        its shape when it reads it back and otherwise only stores it.
  *   <dir>/corrupt/<id>   damaged messages, set aside with a <id>.reason note; never deleted by us.
  *   <dir>/tmp/           scratch for atomic replaces and the writability probe.
  *   <dir>/lock           pid of the relay that owns the spool.
@@ -30,6 +31,9 @@
  *   too. Whatever fails, the file is removed: never a 250, never a half-written entry left to sweep.
  * - One relay per spool directory (lock file); the in-memory index is rebuilt from disk at start and is
  *   only a cache of what the directories say.
+ * - One writer per queued message: accept() adds it (sessions, bounces); after that only the queue
+ *   manager calls saveState(), remove() and quarantine() (Postfix: only qmgr moves queue files). The
+ *   drain and the queue tools ask the queue manager; eslint.config.js keeps other callers out.
  *
  * Memory stays bounded whatever the message size: bodies stream through in chunks of WRITE_CHUNK, and are
  * read back whole only up to SMALL_BODY.
@@ -49,6 +53,7 @@ import path from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
+import { parseDeliveryState, type DeliveryState } from '../delivery/state.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { Envelope } from './envelope.js';
 import { GroupSync } from './group-sync.js';
@@ -70,40 +75,6 @@ const REMOVAL_SYNC_MS = 200;
 /** In-memory copies of just-accepted small bodies, in all (a few thousand typical messages). */
 const BODY_CACHE_BYTES = 16 * 1024 * 1024;
 
-/** Outcome so far for one recipient. */
-export interface RecipientState {
-  status: 'pending' | 'delivered' | 'failed';
-  /** Last reply or error seen for this recipient, e.g. "550 5.1.1 No such user". */
-  lastReply?: string;
-  /** Enhanced status code (RFC 3463) of that reply or error, e.g. "5.1.1" (for DSNs). */
-  statusCode?: string;
-  /** true when lastReply is the remote server's reply rather than a local error description. */
-  fromRemote?: boolean;
-  /** The host that gave lastReply. */
-  remoteMta?: string;
-  /** Failed recipients: the message's life ended by expiry rather than a permanent reply. */
-  expired?: boolean;
-  /** Failed recipients: the sender was told (a DSN is in the spool) or needs no telling (null sender). */
-  reported?: boolean;
-}
-
-/** Delivery progress of one message, kept in state/<id>. */
-export interface DeliveryState {
-  attempts: number;
-  /** Epoch ms of the next attempt; 0 means now. */
-  nextAttemptAt: number;
-  lastAttemptAt?: number;
-  lastError?: string;
-  /** A delay notice was already sent to the sender. */
-  delayNotified?: boolean;
-  /**
-   * DKIM-Signature header field(s) computed once, at the first attempt, and prepended to the body on
-   * every attempt; '' when signing was tried and produced none. Absent until then.
-   */
-  dkimSignature?: string;
-  recipients: Record<string, RecipientState>;
-}
-
 export interface SpoolEntry {
   readonly id: string;
   readonly envelope: Envelope;
@@ -111,6 +82,7 @@ export interface SpoolEntry {
   readonly size: number;
   readonly bodyOffset: number;
   readonly crc: number;
+  /** Delivery progress (delivery/state.ts), stored here but read and written by the queue manager. */
   state?: DeliveryState;
 }
 
@@ -549,7 +521,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       return;
     }
     try {
-      entry.state = JSON.parse(await fs.readFile(file, 'utf8')) as DeliveryState;
+      entry.state = parseDeliveryState(await fs.readFile(file, 'utf8'));
     } catch (err) {
       // Losing progress only means retrying recipients again (at-least-once), never losing mail.
       this.log.warn(

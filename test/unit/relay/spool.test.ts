@@ -229,6 +229,17 @@ describe('delivery state', () => {
     expect(again.get(id)?.state).toBeUndefined();
   });
 
+  test('a state file that is JSON but not a delivery state also means a full retry', async () => {
+    const s = await openSpool();
+    const { id } = await s.accept(envelope(), chunks('x'));
+    await s.close();
+    await fs.writeFile(path.join(dir, 'state', id), '{"attempts":1,"recipients":{"a@example.org":{}}}');
+    const again = await openSpool();
+    expect(again.get(id)).toBeDefined();
+    expect(again.get(id)?.state).toBeUndefined();
+    expect(await fs.readdir(path.join(dir, 'state'))).toEqual([]);
+  });
+
   test('stats tell ready, deferred and active apart and report the oldest age', async () => {
     let now = 1_700_000_000_000;
     const metrics = new RelayMetrics({ defaultMetrics: false });

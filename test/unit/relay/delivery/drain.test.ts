@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { RelayConfig } from '../../../../relay/config/schema.js';
 import { Drainer } from '../../../../relay/delivery/drain.js';
 import { QueueManager } from '../../../../relay/delivery/queue-manager.js';
+import { QueueOps } from '../../../../relay/delivery/queue-ops.js';
 import { fromReply, localDeferral, type RecipientOutcome } from '../../../../relay/delivery/replies.js';
 import { RelayMetrics } from '../../../../relay/metrics.js';
 import { Spool } from '../../../../relay/spool/spool.js';
@@ -173,6 +174,37 @@ test('a message handed off whose file cannot be removed stays queued; the next p
   await until(() => d.status().state === 'drained');
   expect(calls).toEqual([['a@x.test']]);
   expect(d.status()).toMatchObject({ handedOff: 1, queued: 0 });
+});
+
+test('while a peer has a message the queue tools are refused (active) and it is not attempted', async () => {
+  const id = await accept(['a@x.test']);
+  queue.start();
+  await until(() => queue.counts().waiting === 1);
+  let answer!: () => void;
+  const peerAnswered = new Promise<void>((resolve) => (answer = resolve));
+  let calls = 0;
+  drainer = new Drainer({
+    spool,
+    queue,
+    clock,
+    setDraining: (on) => draining.push(on),
+    handOff: async (_entry, rcpts) => {
+      calls++;
+      await peerAnswered;
+      return rcpts.map((r) => fromReply(r, '250 ok'));
+    },
+  });
+  drainer.start(['p1:587']);
+  await until(() => calls === 1);
+  const ops = new QueueOps(spool, queue);
+  expect(await ops.delete(id)).toBe('active');
+  expect(await ops.retry(id)).toBe('active');
+  expect(spool.count).toBe(1);
+
+  answer();
+  await until(() => drainer!.status().state === 'drained');
+  expect(drainer.status()).toMatchObject({ handedOff: 1, delivered: 0, queued: 0 });
+  expect(await ops.delete(id)).toBe('not-found');
 });
 
 test('without peers it delivers: deferred mail is made due at once; drained when the queue is empty', async () => {

@@ -395,3 +395,27 @@ test('retryNow makes a deferred message due at once and persists it', async () =
   expect(await done).toEqual([[id, 'removed']]);
   expect(await qm!.retryNow('NOSUCHID0000000000')).toBe('not-found');
 });
+
+test('a message being deleted is never attempted meanwhile; when its file cannot go it stays on its schedule', async () => {
+  reply = (r) => localDeferral(r, '4.4.1', 'refused');
+  const id = await accept();
+  startManager();
+  await settlements(1); // deferred: next attempt 300 s later
+  reply = ok;
+  let failRemoval!: (err: Error) => void;
+  jest
+    .spyOn(spool, 'remove')
+    .mockImplementationOnce(() => new Promise((_resolve, reject) => (failRemoval = reject)));
+  const deleting = qm!.delete(id);
+  expect(await qm!.retryNow(id)).toBe('active'); // a second tool while the removal is under way
+  clock.advance(300_000); // its next attempt falls due during the removal
+  expect(qm!.isActive(id)).toBe(false);
+  expect(sent).toHaveLength(1);
+
+  const done = settlements(1);
+  failRemoval(new Error('EPERM: operation not permitted'));
+  await expect(deleting).rejects.toThrow('EPERM');
+  expect(await done).toEqual([[id, 'removed']]); // back on its schedule, which said "due"
+  expect(sent).toHaveLength(2);
+  expect(await qm!.delete(id)).toBe('not-found');
+});
