@@ -7,7 +7,7 @@
  *   mailfleet-relay check-config [--config FILE]       validate a config (and the files it names), exit
  *   mailfleet-relay hash-password                      read a password on stdin, print its scrypt hash
  *
- * Subcommands are a table (COMMANDS): `queue …` and `drain` are added next to these.
+ * Subcommands are a table (COMMANDS): `queue …`, `drain` and `suppression …` are added next to these.
  *
  * $MAILFLEET_RELAY_CONFIG names the config file for every command given no --config. The operator sets
  * it in relay pods, so `kubectl exec POD -- mailfleet-relay queue list` finds the admin port and token.
@@ -25,6 +25,7 @@ import { createLogger } from './log.js';
 import { startRelay, type Relay } from './main.js';
 import { buildRuntime, RuntimeError } from './runtime.js';
 import { drainCommand, queueCommand } from './delivery/cli.js';
+import { suppressionCommand } from './fleet/cli.js';
 
 const EXIT_USAGE = 2;
 export const CONFIG_ENV = 'MAILFLEET_RELAY_CONFIG';
@@ -38,6 +39,7 @@ Commands:
   hash-password     read a password from stdin, print its hash for the users file
   queue             list, show, retry or delete queued mail of a running relay (queue --help)
   drain             make a running relay stop accepting and empty its queue (drain --help)
+  suppression       list, add or remove suppressed recipients of a running relay (suppression --help)
 
 Options:
   --config FILE             YAML configuration (default: $MAILFLEET_RELAY_CONFIG, else the embedded default config:
@@ -59,13 +61,14 @@ interface CommonOptions {
 
 type Command = (args: string[]) => Promise<number>;
 
-/** The subcommand table; delivery adds `queue` and `drain` here. */
+/** The subcommand table; delivery adds `queue` and `drain` here, the fleet `suppression`. */
 export const COMMANDS: Record<string, Command> = {
   run: runCommand,
   'check-config': checkConfigCommand,
   'hash-password': hashPasswordCommand,
   queue: (args) => queueCommand(args),
   drain: (args) => drainCommand(args),
+  suppression: (args) => suppressionCommand(args),
 };
 
 const commonOptions = {

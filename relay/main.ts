@@ -3,10 +3,12 @@
  * and the admin port, and returns a handle whose stop() shuts it all down in order.
  *
  *   config ─► runtime (domains, users, TLS)  ─┐
+ *   fleet (shared store or per pod: rates, ───┤
+ *          suppression, shaping leases)       │
  *   spool (opened, swept) ────────────────────┼─► SMTP listeners ─► sessions ─► spool.accept ─► 250
- *   DNS resolver, rate limiter, AUTH throttle ┤
+ *   DNS resolver, AUTH throttle ──────────────┤
  *   per-client connection limits ─────────────┘
- *   admin HTTP: /metrics /healthz /readyz (+ routes added by delivery: /drain, /queue)
+ *   admin HTTP: /metrics /healthz /readyz (+ delivery's /drain, /queue; the fleet's /fleet, /suppression)
  *   watcher: config file + referenced files ─► reload() ─► new runtime swapped in (or rejected)
  *
  * Nothing below reads process.env or the command line; the CLI (cli.ts) does, once.
@@ -31,7 +33,6 @@ import { MailResolver } from './dns/resolver.js';
 import type { Logger } from './log.js';
 import { RelayMetrics } from './metrics.js';
 import { ClientConnectionLimits } from './policy/client-limits.js';
-import { RateLimiter } from './policy/rate-limit.js';
 import { buildRuntime, restartRequired, type Runtime } from './runtime.js';
 import {
   applyLimits,
@@ -44,6 +45,8 @@ import {
 } from './smtp/listeners.js';
 import { Spool } from './spool/spool.js';
 import { startDelivery } from './delivery/service.js';
+import { registerFleetRoutes } from './fleet/admin-routes.js';
+import { Fleet } from './fleet/open.js';
 import { Value } from 'typebox/value';
 import { readFile } from 'node:fs/promises';
 
@@ -88,6 +91,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   // Listeners without AUTH never consult the throttle; this only keeps its settings total.
   const fallbackThrottle = Value.Default(AuthThrottleSchema, {}) as AuthConfig['throttle'];
 
+  const fleet = await Fleet.open(runtime.config, log.child({ component: 'fleet' }), metrics);
   const spool = await Spool.open({
     dir: runtime.config.spool.dir,
     metrics,
@@ -100,7 +104,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     spool,
     metrics,
     log: log.child({ component: 'smtp' }),
-    limits: localLimits(new RateLimiter()),
+    limits: fleet.limits,
     throttle: new AuthThrottle(() => runtime.config.auth?.throttle ?? fallbackThrottle),
     clientLimits: new ClientConnectionLimits(),
     connectionCount: () => connectionCount(listeners),
@@ -138,6 +142,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     await stopListeners(listeners, 0, log);
     await adminServer.close();
     await spool.close();
+    await fleet.close();
     throw err;
   }
 
@@ -147,6 +152,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       const loaded = await opts.reloadSource();
       const next = await buildRuntime(loaded, runtime);
       const token = await readToken(next);
+      await fleet.apply(next.config);
       const restart = restartRequired(runtime.config, next.config);
       if (restart.length > 0)
         log.warn({ fields: restart }, 'configuration changes that need a restart were not applied');
@@ -216,6 +222,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     log: log.child({ component: 'delivery' }),
     admin: adminServer,
     setDraining,
+    suppression: fleet.suppressionList,
+  });
+  registerFleetRoutes(adminServer, {
+    fleet: () => fleet.current(),
+    report: () => fleet.report(),
+    ttl: () => runtime.config.suppression.ttl,
+    metrics,
   });
 
   const bound: Relay['listeners'] = {};
@@ -248,6 +261,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       await stopListeners(listeners, graceMs, log);
       await Promise.allSettled([...inflight]);
       await delivery.stop(Math.min(graceMs, 10_000));
+      await fleet.close();
       resolver.cancel();
       await spool.close();
       await adminServer.close();
@@ -265,15 +279,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     reload,
     setDraining,
     stop,
-  };
-}
-
-// Replaced by relay/fleet's state once it lands: this pod's own counts, no suppression list yet.
-function localLimits(rates: RateLimiter) {
-  return {
-    takeRate: (kind: string, id: string, perMinute: number) =>
-      Promise.resolve(rates.take(`${kind}:${id}`, perMinute)),
-    suppressed: () => Promise.resolve(null),
   };
 }
 

@@ -25,6 +25,7 @@ import type { MailHostsLookup } from './mx.js';
 import { QueueManager, type Log } from './queue-manager.js';
 import { QueueOps } from './queue-ops.js';
 import { domainOf } from './router.js';
+import { noSuppression, withSuppression, type SuppressionList } from './suppression.js';
 import { TransportPool, type TransportOptions } from './transport.js';
 
 export interface DeliveryDeps {
@@ -36,6 +37,8 @@ export interface DeliveryDeps {
   admin: RouteRegistrar;
   /** Stops (true) or resumes accepting mail; readiness follows. */
   setDraining: (on: boolean) => void;
+  /** The suppression list (the fleet's, or this pod's); absent: none (tests of delivery alone). */
+  suppression?: SuppressionList;
 }
 
 export interface Delivery {
@@ -64,13 +67,16 @@ export function startDelivery(deps: DeliveryDeps): Delivery {
     config,
     metrics: deps.metrics,
     log,
-    deliver: (msg, group, signal) =>
-      deliverGroup(
-        { resolver: deps.resolver(), transport, directPort: () => config().delivery.directPort },
-        msg,
-        group,
-        signal,
-      ),
+    deliver: withSuppression(
+      (msg, group, signal) =>
+        deliverGroup(
+          { resolver: deps.resolver(), transport, directPort: () => config().delivery.directPort },
+          msg,
+          group,
+          signal,
+        ),
+      { list: deps.suppression ?? noSuppression, config: () => config().suppression, metrics: deps.metrics },
+    ),
     sign: (entry) => sign(entry),
     queueDsn: (req) => queueDsn(spool, req),
   });

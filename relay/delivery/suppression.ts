@@ -23,6 +23,12 @@ export interface SuppressionList {
   suppress(address: string, reason: string, ttlSeconds: number): Promise<unknown>;
 }
 
+/** No list at all: nothing is suppressed, nothing is kept. */
+export const noSuppression: SuppressionList = {
+  isSuppressed: () => Promise.resolve(null),
+  suppress: () => Promise.resolve(),
+};
+
 /** Why this outcome puts its recipient on the list, or undefined when it does not (pure). */
 export function suppressionReason(o: RecipientOutcome, cfg: SuppressionConfig): string | undefined {
   if (!cfg.enabled || o.result !== 'bounced' || !o.fromRemote) return undefined;

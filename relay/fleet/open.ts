@@ -1,0 +1,162 @@
+/**
+ * The fleet as the rest of the relay sees it: builds the FleetState (with a FleetStore when the config
+ * names one), reports its state in metrics, logs and GET /fleet, and gives sessions, the queue manager
+ * and delivery the narrow seams they call. A reload that changes `fleetStore` (or the files it names)
+ * opens a new store and closes the old one; the seams always use the current one.
+ *
+ * Diagnostics: mailfleet_relay_fleet_state (one-hot), mailfleet_relay_fleet_store_fallbacks_total
+ * (decisions made here because a configured store did not answer), a log line per state change.
+ */
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import type { FleetStoreConfig, RelayConfig } from '../config/schema.js';
+import type { SuppressionList } from '../delivery/suppression.js';
+import type { Logger } from '../log.js';
+import { FleetStates, type FleetState as FleetStateName, type RelayMetrics } from '../metrics.js';
+import type { SubmissionLimits } from '../smtp/session.js';
+import type { FleetReport } from './admin-routes.js';
+import { FleetState, type Decider, type FleetMode } from './state.js';
+import { FleetStore } from './store.js';
+
+const STATE_OF: Record<FleetMode, FleetStateName> = { fleet: 'shared', degraded: 'degraded', local: 'per_pod' };
+
+/** What the store section resolves to once its files are read: equal inputs, same store. */
+interface StoreInputs {
+  config: FleetStoreConfig;
+  username?: string;
+  password?: string;
+  ca?: string;
+}
+
+async function readInputs(config: FleetStoreConfig | undefined): Promise<StoreInputs | undefined> {
+  if (!config) return undefined;
+  const read = async (field: string, file: string | undefined) => {
+    if (!file) return undefined;
+    try {
+      return (await readFile(file, 'utf8')).trim();
+    } catch (err) {
+      throw Object.assign(new Error(`fleetStore.${field}: ${(err as Error).message}`), {
+        problems: [`fleetStore.${field}: cannot read ${file}: ${(err as Error).message}`],
+      });
+    }
+  };
+  return {
+    config,
+    username: await read('usernameFile', config.usernameFile),
+    password: await read('passwordFile', config.passwordFile),
+    ca: config.caFile ? await read('caFile', config.caFile) : undefined,
+  };
+}
+
+export class Fleet {
+  private state: FleetState;
+  private inputs?: StoreInputs;
+  private applied = false;
+  private since = new Date();
+  private lastError?: string;
+  private unsubscribe: () => void = () => {};
+  private readonly holderPrefix = `${os.hostname()}:${process.pid}:${Date.now()}`;
+
+  private constructor(
+    private readonly log: Logger,
+    private readonly metrics: RelayMetrics,
+  ) {
+    this.state = new FleetState({ holderPrefix: this.holderPrefix, log });
+  }
+
+  static async open(config: RelayConfig, log: Logger, metrics: RelayMetrics): Promise<Fleet> {
+    const fleet = new Fleet(log, metrics);
+    await fleet.apply(config);
+    return fleet;
+  }
+
+  /** At start and on reload: a new store when its section or its files changed. Throws on unreadable files. */
+  async apply(config: RelayConfig): Promise<void> {
+    const inputs = await readInputs(config.fleetStore);
+    if (this.applied && JSON.stringify(inputs) === JSON.stringify(this.inputs)) return;
+    this.applied = true;
+    const previous = this.state;
+    this.unsubscribe();
+    this.inputs = inputs;
+    this.state = new FleetState({
+      holderPrefix: this.holderPrefix,
+      log: this.log,
+      ...(inputs ? { store: this.store(inputs) } : {}),
+    });
+    this.unsubscribe = this.state.onModeChange((mode) => this.changed(mode));
+    this.changed(this.state.mode());
+    if (previous !== this.state) await previous.close();
+  }
+
+  private store(inputs: StoreInputs): FleetStore {
+    const { config } = inputs;
+    return new FleetStore({
+      url: config.url,
+      ...(inputs.username !== undefined ? { username: inputs.username } : {}),
+      ...(inputs.password !== undefined ? { password: inputs.password } : {}),
+      ...(inputs.ca !== undefined || config.serverName
+        ? { tls: { ca: inputs.ca, serverName: config.serverName } }
+        : {}),
+      keyPrefix: config.keyPrefix,
+      timeoutMs: config.timeoutMs,
+      clientName: os.hostname(),
+      log: this.log,
+      onOperation: (_op, result, _seconds) => {
+        if (result === 'error' || result === 'timeout') this.lastError = `fleet store ${result}`;
+      },
+    });
+  }
+
+  private changed(mode: FleetMode): void {
+    const state = STATE_OF[mode];
+    for (const s of FleetStates) this.metrics.fleetState.set({ state: s }, s === state ? 1 : 0);
+    this.since = new Date();
+    if (mode === 'fleet') this.lastError = undefined;
+    const store = this.inputs && new URL(this.inputs.config.url).host;
+    if (mode === 'degraded')
+      this.log.warn({ event: 'fleet_degraded', store }, 'fleet store unreachable: this pod decides alone');
+    else this.log.info({ event: `fleet_${state}`, store }, `fleet state: ${state}`);
+  }
+
+  report(): FleetReport {
+    const state = STATE_OF[this.state.mode()];
+    return {
+      state,
+      since: this.since.toISOString(),
+      ...(state === 'degraded' && this.lastError ? { error: this.lastError } : {}),
+    };
+  }
+
+  current(): FleetState {
+    return this.state;
+  }
+
+  private counted<T extends { decidedBy: Decider }>(operation: string, answer: T): T {
+    if (answer.decidedBy === 'local' && this.inputs)
+      this.metrics.fleetStoreFallbacks.inc({ operation });
+    return answer;
+  }
+
+  /** The seam sessions call (relay/smtp/session.ts). */
+  readonly limits: SubmissionLimits = {
+    takeRate: async (kind, id, perMinute) =>
+      this.counted('rate', await this.state.takeRate(kind, id, perMinute)),
+    suppressed: async (address) => {
+      const entry = await this.state.isSuppressed(address);
+      if (entry) this.metrics.suppressedRecipients.inc({ action: 'refused' });
+      return entry;
+    },
+  };
+
+  /** The seam delivery calls (relay/delivery/suppression.ts). */
+  readonly suppressionList: SuppressionList = {
+    isSuppressed: (address) => this.state.isSuppressed(address),
+    suppress: async (address, reason, ttl) =>
+      this.counted('suppression', await this.state.suppress(address, reason, ttl)),
+  };
+
+  async close(): Promise<void> {
+    this.unsubscribe();
+    await this.state.close();
+  }
+}
