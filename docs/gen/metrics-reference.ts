@@ -14,6 +14,7 @@ import {
   MessageRejectReasons,
   RecipientRejectReasons,
   RelayMetrics,
+  ShapingLimits,
   SpoolFsResources,
   SpoolStates,
 } from '../../relay/metrics.js';
@@ -70,6 +71,7 @@ const LABEL_VALUES: Record<string, string> = {
   'mailfleet_relay_config_reloads_total/result': ConfigReloadResults.join(', '),
   'mailfleet_relay_spool_filesystem_free_ratio/resource': SpoolFsResources.join(', '),
   'mailfleet_relay_dkim_signing_failures_total/action': DkimFailureOutcomes.join(', '),
+  'mailfleet_relay_site_shaping_deferrals_total/limit': ShapingLimits.join(', '),
 };
 
 function table(list: MetricInfo[]): string[] {

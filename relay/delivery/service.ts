@@ -7,6 +7,9 @@
  *                  └─ bounces/delay notices (queueDsn → spool)               └─ DKIM once (signMessage)
  *   Drainer ─► hand-off (TransportPool to peers) │ admin routes: /drain, /queue…
  *
+ * Shaping per destination site (sites.ts): the queue manager finds a group's site with the resolver and
+ * asks a gate; the gate here is this pod's own (localShapingGate), the fleet-wide one plugs in there.
+ *
  * Everything reads the configuration in force through `config()`, so a reload applies to the next
  * attempt (routes, keys, limits, retry schedule). stop() ends the drain loop, lets deliveries in flight
  * finish for up to `graceMs` (then aborts them: their recipients stay pending), and closes connections.
@@ -25,6 +28,7 @@ import type { MailHostsLookup } from './mx.js';
 import { QueueManager, type Log } from './queue-manager.js';
 import { QueueOps } from './queue-ops.js';
 import { domainOf } from './router.js';
+import { localShapingGate, siteOf } from './sites.js';
 import { TransportPool, type TransportOptions } from './transport.js';
 
 export interface DeliveryDeps {
@@ -64,13 +68,16 @@ export function startDelivery(deps: DeliveryDeps): Delivery {
     config,
     metrics: deps.metrics,
     log,
-    deliver: (msg, group, signal) =>
+    deliver: (msg, group, signal, site) =>
       deliverGroup(
         { resolver: deps.resolver(), transport, directPort: () => config().delivery.directPort },
         msg,
         group,
         signal,
+        { maxConnections: site.maxConnections, maxMessages: site.deliveriesPerConnection },
       ),
+    siteOf: (group) => siteOf(deps.resolver(), group),
+    gate: localShapingGate(),
     sign: (entry) => sign(entry),
     queueDsn: (req) => queueDsn(spool, req),
   });
