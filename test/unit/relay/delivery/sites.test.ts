@@ -98,7 +98,7 @@ describe('site limits', () => {
     ['the first matching override wins', ['gmail.com', 'smtp.upstream.test'], [5, 100, 0, 'gmail.com']],
     ['a suffix does not match the bare name', ['google.com'], [20, 100, 0, 'default']],
   ])('%s', (_what, names, [maxConnections, deliveriesPerConnection, messagesPerMinute, label]) => {
-    expect(siteLimits(shaping, names as string[])).toEqual({
+    expect(siteLimits(shaping, names)).toEqual({
       maxConnections,
       deliveriesPerConnection,
       messagesPerMinute,
