@@ -64,6 +64,8 @@ export const SuppressionSources = ['bounce', 'admin'] as const;
 export const SuppressionActions = ['refused', 'bounced'] as const;
 /** What runs short on the spool's file system. */
 export const SpoolFsResources = ['space', 'inodes'] as const;
+/** Which shaping limit held a delivery back. */
+export const ShapingLimits = ['connections', 'rate'] as const;
 
 export type MessageRejectReason = (typeof MessageRejectReasons)[number];
 export type RecipientRejectReason = (typeof RecipientRejectReasons)[number];
@@ -262,6 +264,35 @@ export class RelayMetrics {
     labelNames: ['action'] as const,
     registers: [this.registry],
   });
+
+  // Shaping per destination site. `site` is the delivery.shaping.sites override's first pattern, or
+  // "default": bounded by the configuration, never a domain.
+  /** Set by the queue manager: refreshes the site gauges just before each scrape. */
+  private siteCollector: (() => void) | undefined;
+  setSiteCollector(fn: () => void): void {
+    this.siteCollector = fn;
+  }
+  readonly siteQueued = new Gauge({
+    name: 'mailfleet_relay_site_queued',
+    help: "Deliveries (one message, one destination group) waiting for their destination site: behind its limits or for a free delivery slot, by site (a shaping override's first pattern, or default).",
+    labelNames: ['site'] as const,
+    registers: [this.registry],
+    collect: () => this.siteCollector?.(),
+  });
+  readonly siteInFlight = new Gauge({
+    name: 'mailfleet_relay_site_in_flight',
+    help: 'Deliveries in flight to destination sites, each on its own SMTP connection, by site.',
+    labelNames: ['site'] as const,
+    registers: [this.registry],
+    collect: () => this.siteCollector?.(),
+  });
+  readonly siteShapingDeferrals = new Counter({
+    name: 'mailfleet_relay_site_shaping_deferrals_total',
+    help: "Deliveries held back by a site's shaping (they wait in the queue; no attempt is counted), by site and limit (connections, rate); each delivery at most once per limit.",
+    labelNames: ['site', 'limit'] as const,
+    registers: [this.registry],
+  });
+
   readonly handoffs = new Counter({
     name: 'mailfleet_relay_handoffs_total',
     help: 'Messages handed to a peer relay while draining, by result (ok, failed).',

@@ -460,6 +460,26 @@ export function relayDashboard() {
     timeseries('Drain hand-offs', 'Messages handed to a peer relay while draining, by result.', 'ops', [
       { expr: `sum by (result) (${rate('mailfleet_relay_handoffs_total')})`, legend: '{{result}}' },
     ]),
+    timeseries(
+      'Destination sites',
+      'Deliveries waiting for and in flight to destination sites, by site (a delivery.shaping override, or default).',
+      'short',
+      [
+        { expr: `sum by (site) (mailfleet_relay_site_queued{${R}})`, legend: '{{site}} queued' },
+        { expr: `sum by (site) (mailfleet_relay_site_in_flight{${R}})`, legend: '{{site}} in flight' },
+      ],
+    ),
+    timeseries(
+      'Held back by shaping',
+      'Deliveries that waited for a site limit (connections or messages per minute): queued, not failed.',
+      'ops',
+      [
+        {
+          expr: `sum by (site, limit) (${rate('mailfleet_relay_site_shaping_deferrals_total')})`,
+          legend: '{{site}} {{limit}}',
+        },
+      ],
+    ),
   ];
   const fleet: Panel[] = [
     timeseries(

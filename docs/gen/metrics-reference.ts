@@ -15,6 +15,7 @@ import {
   MessageRejectReasons,
   RecipientRejectReasons,
   RelayMetrics,
+  ShapingLimits,
   SpoolFsResources,
   SpoolStates,
   SuppressionActions,
@@ -77,6 +78,7 @@ const LABEL_VALUES: Record<string, string> = {
   'mailfleet_relay_fleet_store_fallbacks_total/operation': 'rate, lease, suppression',
   'mailfleet_relay_suppressions_added_total/source': SuppressionSources.join(', '),
   'mailfleet_relay_suppressed_recipients_total/action': SuppressionActions.join(', '),
+  'mailfleet_relay_site_shaping_deferrals_total/limit': ShapingLimits.join(', '),
 };
 
 function table(list: MetricInfo[]): string[] {

@@ -28,7 +28,7 @@ import {
   type SmtpErrorLike,
 } from './replies.js';
 import type { DeliveryGroup } from './router.js';
-import type { SmtpTarget, TransportPool } from './transport.js';
+import type { ConnectionLimits, SmtpTarget, TransportPool } from './transport.js';
 
 export interface AttemptDeps {
   resolver: MailHostsLookup;
@@ -51,13 +51,14 @@ export async function deliverGroup(
   msg: OutgoingMessage,
   group: DeliveryGroup,
   signal?: AbortSignal,
+  limits?: ConnectionLimits,
 ): Promise<RecipientOutcome[]> {
   const { destination, recipients } = group;
   if (destination.kind === 'smarthost') {
     const target = await smarthostTarget(destination.smarthost).catch((err: Error) => err);
     if (target instanceof Error)
       return recipients.map((r) => localDeferral(r, '4.3.5', `smarthost configuration: ${target.message}`));
-    return sendTo([target], deps, msg, recipients, signal);
+    return sendTo([target], deps, msg, recipients, signal, limits);
   }
   const plan = await planDirect(deps.resolver, destination.domain);
   if (plan.kind === 'bounce') return recipients.map((r) => localBounce(r, plan.status, plan.reason));
@@ -70,7 +71,7 @@ export async function deliverGroup(
     servername: a.host,
     tls: 'opportunistic',
   }));
-  return sendTo(targets, deps, msg, recipients, signal);
+  return sendTo(targets, deps, msg, recipients, signal, limits);
 }
 
 async function sendTo(
@@ -79,6 +80,7 @@ async function sendTo(
   msg: OutgoingMessage,
   recipients: string[],
   signal: AbortSignal | undefined,
+  limits: ConnectionLimits | undefined,
 ): Promise<RecipientOutcome[]> {
   let last: RecipientOutcome[] = [];
   for (const target of targets) {
@@ -92,7 +94,7 @@ async function sendTo(
     let bodySent = false;
     body.once('end', () => (bodySent = true));
     try {
-      const info = await deps.transport.send(target, envelope, body, signal);
+      const info = await deps.transport.send(target, envelope, body, signal, limits);
       return outcomesFromInfo(recipients, info, target.name);
     } catch (e) {
       if (e instanceof CorruptEntryError) throw e;

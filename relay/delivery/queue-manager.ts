@@ -2,9 +2,10 @@
  * The queue manager (Postfix's qmgr): decides which spooled message is attempted when, and is the one
  * writer of a queued message's delivery state (delivery/state.ts) and of its removal.
  *
- *   spool ──ready──► active message ──routing──► one job per destination group
- *                                                     │  per-destination FIFO queues, served round-robin
- *                                                     ▼  under a global and a per-destination limit
+ *   spool ──ready──► active message ──routing──► one job per destination group ──siteOf──► its site
+ *                                                     │  per-site FIFO queues, served round-robin under
+ *                                                     │  the global limit and the site's shaping limits
+ *                                                     ▼  (this pod's count, then the ShapingGate)
  *                                               deliver (attempt.ts) → outcomes per recipient
  *                                                     ▼
  *                    record outcomes ─► (all groups answered) finishAttempt ─► DSN? ─► remove | defer
@@ -20,8 +21,14 @@
  *   re-reports, never loses.
  * - The schedule lives in the spool: a deferred message's next attempt time is its state's
  *   nextAttemptAt. The wake-up heap and the ready set are caches, rebuilt from the spool at start().
- * - Fairness: a job waiting for a busy destination holds no slot. Destinations are served round-robin,
- *   so a slow destination can use at most shaping.maxConnections slots and never starves the rest.
+ * - Fairness: a job waiting for a busy site holds no slot. Sites (sites.ts: the smarthost, or the MX
+ *   hosts a recipient domain shares with others) are served round-robin, so a slow site can use at most
+ *   its maxConnections slots and never starves the rest.
+ * - Shaping: a site's jobs in flight on this pod (asking the gate or delivering) never exceed its
+ *   maxConnections. A job over a limit (this pod's, or the gate's: connections fleet-wide, messages per
+ *   minute) goes back to the head of its site's queue and the site is held: until the retry time the
+ *   gate gave, or a re-check interval, or (connections) until one of its deliveries here ends. Waiting is
+ *   not an attempt: nothing is written, no attempt counted, nothing bounced.
  * - One writer: after accept(), only this module calls the spool's saveState(), remove() and quarantine()
  *   (eslint.config.js enforces it). The drain asks through beginHandOff() / handedOff() / quarantine() /
  *   endHandOff(), the queue tools through retryNow() and delete().
@@ -34,11 +41,11 @@
  * Diagnostics: one log line per settled attempt (id, outcome, per-result counts), per DSN queued, per
  * message set aside and per DKIM signing failure; metrics delivery_attempts_total,
  * delivery_duration_seconds, time_in_queue_seconds, bounces_total, bounces_dropped_total,
- * dkim_signing_failures_total.
+ * dkim_signing_failures_total, site_queued, site_in_flight, site_shaping_deferrals_total.
  */
 import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
-import type { RelayConfig } from '../config/schema.js';
+import type { RelayConfig, ShapingConfig } from '../config/schema.js';
 import type { RelayMetrics } from '../metrics.js';
 import { CorruptEntryError, type Spool, type SpoolEntry } from '../spool/spool.js';
 import type { OutgoingMessage } from './attempt.js';
@@ -49,6 +56,14 @@ import { localDeferral, type RecipientOutcome } from './replies.js';
 import { backoffMs } from './retry.js';
 import { groupRecipients, routeFor, type DeliveryGroup } from './router.js';
 import type { DeliveryState } from './state.js';
+import {
+  localShapingGate,
+  siteLimits,
+  siteWithoutDns,
+  type ShapingGate,
+  type Site,
+  type SiteLimits,
+} from './sites.js';
 import { WakeHeap } from './wake-heap.js';
 
 export interface Log {
@@ -78,7 +93,19 @@ export interface QueueManagerOptions {
   spool: Spool;
   /** The configuration in force (read at each decision, so reloads apply to the next attempt). */
   config: () => RelayConfig;
-  deliver: (msg: OutgoingMessage, group: DeliveryGroup, signal: AbortSignal) => Promise<RecipientOutcome[]>;
+  /** `limits`: the site's, for the connection (deliveriesPerConnection). */
+  deliver: (
+    msg: OutgoingMessage,
+    group: DeliveryGroup,
+    signal: AbortSignal,
+    limits: SiteLimits,
+  ) => Promise<RecipientOutcome[]>;
+  /** The site a group is delivered to (default: siteWithoutDns, the smarthost or the domain alone). */
+  siteOf?: (group: DeliveryGroup) => Promise<Site>;
+  /** Shaping beyond this pod (default: localShapingGate, this pod's counts). */
+  gate?: ShapingGate;
+  /** How long a site the gate found full fleet-wide is held before asking again (default 1000 ms). */
+  shapingRecheckMs?: number;
   /** DKIM signature for a message, or undefined when its domain does not sign. */
   sign: (entry: SpoolEntry) => Promise<DkimResult | undefined>;
   queueDsn: (req: BounceRequest) => Promise<string>;
@@ -90,6 +117,8 @@ export interface QueueManagerOptions {
 }
 
 export type DeleteResult = 'deleted' | 'not-found' | 'active';
+/** The longest a site is held before the gate is asked again, whatever retry time it gave. */
+const MAX_HOLD_MS = 60_000;
 
 /** How an attempt ended for a message. */
 export type Settlement = 'removed' | 'deferred' | 'quarantined' | 'released';
@@ -112,12 +141,27 @@ interface ActiveMessage {
 interface Job {
   msg: ActiveMessage;
   group: DeliveryGroup;
+  site: Site;
   controller: AbortController;
+  /** The job's limits, for the shaping config they were computed from (recomputed after a reload). */
+  limits?: SiteLimits;
+  limitsFrom?: unknown;
+  /** Limits this job was held back by (each counted once in site_shaping_deferrals_total). */
+  heldBy: Set<ShapingLimit>;
 }
 
-interface DestinationQueue {
+type ShapingLimit = 'connections' | 'rate';
+
+interface SiteQueue {
+  site: Site;
   queue: Job[];
+  /** Jobs taken from the queue: asking the gate or delivering. */
   running: number;
+  delivering: number;
+  /** In the round-robin list (queued jobs, not held). */
+  inRr: boolean;
+  /** Over a limit: no job of this site is started until the hold ends. */
+  hold?: { limit: ShapingLimit; timer: unknown };
 }
 
 interface QueueEvents {
@@ -133,9 +177,9 @@ export class QueueManager extends EventEmitter<QueueEvents> {
   private readonly claimed = new Set<string>();
   private readonly ready = new Set<string>();
   private readonly wakeups = new WakeHeap();
-  private readonly destinations = new Map<string, DestinationQueue>();
-  /** Destination keys with queued jobs, served round-robin. */
-  private rr: string[] = [];
+  private readonly sites = new Map<string, SiteQueue>();
+  /** Sites with queued jobs and no hold, served round-robin. */
+  private rr: SiteQueue[] = [];
   private rrNext = 0;
   private readonly runningJobs = new Set<Job>();
   private paused = true;
@@ -144,6 +188,9 @@ export class QueueManager extends EventEmitter<QueueEvents> {
   private readonly clock: Clock;
   private readonly log: Log;
   private readonly maxActive: number;
+  private readonly recheckMs: number;
+  private readonly gate: ShapingGate;
+  private readonly siteOf: (group: DeliveryGroup) => Promise<Site>;
   private readonly onAccepted = (entry: SpoolEntry) => this.schedule(entry);
 
   constructor(private readonly opts: QueueManagerOptions) {
@@ -151,7 +198,11 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     this.clock = opts.clock ?? systemClock;
     this.log = opts.log ?? silent;
     this.maxActive = opts.maxActive ?? 10_000;
+    this.recheckMs = opts.shapingRecheckMs ?? 1000;
+    this.gate = opts.gate ?? localShapingGate(() => this.clock.now());
+    this.siteOf = opts.siteOf ?? ((group) => Promise.resolve(siteWithoutDns(group)));
     opts.spool.activeIds = this.activeIds;
+    opts.metrics?.setSiteCollector(() => this.collectSiteMetrics());
   }
 
   /** Rebuilds the schedule from the spool and starts delivering; new mail starts at once. */
@@ -175,14 +226,16 @@ export class QueueManager extends EventEmitter<QueueEvents> {
    */
   async pause(opts: { abort?: boolean; abortAfterMs?: number } = {}): Promise<void> {
     this.paused = true;
-    for (const [key, d] of this.destinations) {
-      for (const job of d.queue) {
+    for (const s of [...this.sites.values()]) {
+      for (const job of s.queue) {
         job.msg.queued.delete(job);
         job.msg.jobsLeft--;
         job.msg.abandoned = true;
       }
-      d.queue = [];
-      this.cleanupDestination(key);
+      s.queue = [];
+      s.inRr = false;
+      this.unhold(s);
+      this.cleanupSite(s);
     }
     this.rr = [];
     const abort = () => {
@@ -396,24 +449,28 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     }
     const { concurrency, shaping } = this.opts.config().delivery;
     while (this.runningJobs.size < concurrency) {
-      const job = this.nextJob(shaping.maxConnections);
+      const job = this.nextJob(shaping);
       if (!job) break;
-      void this.run(job);
+      void this.startJob(job);
     }
   }
 
-  /** Round-robin over destinations with queued jobs and a free slot. */
-  private nextJob(perDestination: number): Job | undefined {
+  /** Round-robin over sites with queued jobs, no hold and a free slot on this pod. */
+  private nextJob(shaping: ShapingConfig): Job | undefined {
     for (let n = 0; n < this.rr.length; n++) {
       const i = (this.rrNext + n) % this.rr.length;
-      const key = this.rr[i]!;
-      const d = this.destinations.get(key)!;
-      if (d.running >= perDestination) continue;
-      const job = d.queue.shift()!;
+      const s = this.rr[i]!;
+      const job = s.queue[0]!;
+      if (s.running >= this.limitsOf(job, shaping).maxConnections) {
+        this.countHeld(job, 'connections');
+        continue;
+      }
+      s.queue.shift();
       job.msg.queued.delete(job);
-      d.running++;
-      if (d.queue.length === 0) {
+      s.running++;
+      if (s.queue.length === 0) {
         this.rr.splice(i, 1);
+        s.inRr = false;
         this.rrNext = i;
       } else {
         this.rrNext = i + 1;
@@ -421,6 +478,79 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       return job;
     }
     return undefined;
+  }
+
+  /** The job's site limits under the shaping config in force. */
+  private limitsOf(job: Job, shaping: ShapingConfig): SiteLimits {
+    if (job.limitsFrom !== shaping || !job.limits) {
+      job.limits = siteLimits(shaping, job.site.names);
+      job.limitsFrom = shaping;
+    }
+    return job.limits;
+  }
+
+  private countHeld(job: Job, limit: ShapingLimit): void {
+    if (job.heldBy.has(limit)) return;
+    job.heldBy.add(limit);
+    const site = this.limitsOf(job, this.opts.config().delivery.shaping).label;
+    this.opts.metrics?.siteShapingDeferrals.inc({ site, limit });
+  }
+
+  private enqueueRr(s: SiteQueue): void {
+    if (s.inRr || s.hold || s.queue.length === 0) return;
+    s.inRr = true;
+    this.rr.push(s);
+  }
+
+  /** Holds `s` after a refusal; a rate hold outlasts a connection hold (a freed slot does not end it). */
+  private holdSite(s: SiteQueue, limit: ShapingLimit, retryAfterMs: number): void {
+    if (s.hold && (s.hold.limit === 'rate' || limit === 'connections')) return;
+    this.unhold(s);
+    if (s.inRr) {
+      this.rr.splice(this.rr.indexOf(s), 1);
+      s.inRr = false;
+    }
+    const delay = Math.min(Math.max(Math.ceil(retryAfterMs), 1), MAX_HOLD_MS);
+    const timer = this.clock.setTimeout(() => {
+      s.hold = undefined;
+      this.enqueueRr(s);
+      this.pump();
+    }, delay);
+    s.hold = { limit, timer };
+  }
+
+  private unhold(s: SiteQueue): void {
+    if (!s.hold) return;
+    this.clock.clearTimeout(s.hold.timer);
+    s.hold = undefined;
+  }
+
+  private cleanupSite(s: SiteQueue): void {
+    if (s.running === 0 && s.queue.length === 0 && this.sites.get(s.site.key) === s) {
+      this.unhold(s);
+      this.sites.delete(s.site.key);
+    }
+  }
+
+  /** site_queued and site_in_flight at scrape time, by label (every configured label, 0 included). */
+  private collectSiteMetrics(): void {
+    const m = this.opts.metrics;
+    if (!m) return;
+    const shaping = this.opts.config().delivery.shaping;
+    const queued = new Map<string, number>([
+      ['default', 0],
+      ...shaping.sites.map((o) => [o.match[0]!, 0] as const),
+    ]);
+    const inFlight = new Map(queued);
+    for (const s of this.sites.values()) {
+      const { label } = siteLimits(shaping, s.site.names);
+      queued.set(label, (queued.get(label) ?? 0) + s.queue.length);
+      inFlight.set(label, (inFlight.get(label) ?? 0) + s.delivering);
+    }
+    m.siteQueued.reset();
+    m.siteInFlight.reset();
+    for (const [site, n] of queued) m.siteQueued.set({ site }, n);
+    for (const [site, n] of inFlight) m.siteInFlight.set({ site }, n);
   }
 
   private activate(id: string): void {
@@ -455,31 +585,92 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       void this.settle(msg);
       return;
     }
-    for (const group of groups) {
-      const job: Job = { msg, group, controller: new AbortController() };
-      msg.jobsLeft++;
-      msg.queued.add(job);
-      const key = group.destination.key;
-      let d = this.destinations.get(key);
-      if (!d) {
-        d = { queue: [], running: 0 };
-        this.destinations.set(key, d);
-      }
-      if (d.queue.length === 0) this.rr.push(key);
-      d.queue.push(job);
+    msg.jobsLeft = groups.length;
+    void this.place(msg, groups);
+  }
+
+  /** Queues one job per group at its site, once the sites are known (given up if paused meanwhile). */
+  private async place(msg: ActiveMessage, groups: DeliveryGroup[]): Promise<void> {
+    const sites = await Promise.all(
+      groups.map((g) =>
+        Promise.resolve()
+          .then(() => this.siteOf(g))
+          .catch(() => siteWithoutDns(g)),
+      ),
+    );
+    if (this.paused) {
+      msg.jobsLeft -= groups.length;
+      msg.abandoned = true;
+      if (msg.jobsLeft === 0) await this.settle(msg);
+      return;
     }
+    groups.forEach((group, i) => {
+      const site = sites[i]!;
+      const job: Job = { msg, group, site, controller: new AbortController(), heldBy: new Set() };
+      msg.queued.add(job);
+      let s = this.sites.get(site.key);
+      if (!s) {
+        s = { site, queue: [], running: 0, delivering: 0, inRr: false };
+        this.sites.set(site.key, s);
+      }
+      s.queue.push(job);
+      this.enqueueRr(s);
+    });
+    this.pump();
   }
 
   // ── one job: one destination group of one message ──────────────────────────────────────────────
 
-  private async run(job: Job): Promise<void> {
+  /**
+   * Asks the gate for a connection slot at the job's site, then for a message of its rate; delivers
+   * when both say yes. Refused: the job goes back to the head of its site's queue and the site is held.
+   * The job counts in its site's `running` from nextJob() on, so jobs asking at once stay within the
+   * site's limit on this pod.
+   */
+  private async startJob(job: Job): Promise<void> {
+    this.runningJobs.add(job);
+    const s = this.sites.get(job.site.key)!;
+    const limits = this.limitsOf(job, this.opts.config().delivery.shaping);
+    let slot: { release(): void } | null = null;
+    let refused: { limit: ShapingLimit; retryAfterMs: number } | undefined;
+    try {
+      slot = await this.gate.acquire(job.site.key, limits.maxConnections);
+      if (!slot) refused = { limit: 'connections', retryAfterMs: this.recheckMs };
+      else if (limits.messagesPerMinute > 0) {
+        const rate = await this.gate.takeRate(job.site.key, limits.messagesPerMinute);
+        if (!rate.allowed) refused = { limit: 'rate', retryAfterMs: rate.retryAfterMs };
+      }
+    } catch (err) {
+      this.log.warn({ site: limits.label, err: String(err) }, 'shaping gate failed; the site waits');
+      refused = { limit: 'connections', retryAfterMs: this.recheckMs };
+    }
+    if (!refused && !this.paused) return this.run(job, s, limits, slot!);
+    slot?.release();
+    this.runningJobs.delete(job);
+    s.running--;
+    if (this.paused) {
+      // Not started: given up like a queued job, the message tried again after resume().
+      job.msg.jobsLeft--;
+      job.msg.abandoned = true;
+      this.cleanupSite(s);
+      if (job.msg.jobsLeft === 0) await this.settle(job.msg);
+      return;
+    }
+    s.queue.unshift(job);
+    job.msg.queued.add(job);
+    this.countHeld(job, refused!.limit);
+    this.holdSite(s, refused!.limit, refused!.retryAfterMs);
+    this.pump();
+  }
+
+  private async run(job: Job, s: SiteQueue, limits: SiteLimits, slot: { release(): void }): Promise<void> {
     const { msg, group } = job;
     const started = this.clock.now();
-    this.runningJobs.add(job);
+    s.delivering++;
     let outcomes: RecipientOutcome[] | undefined;
     try {
       const outgoing = await this.outgoing(msg);
-      outcomes = await this.opts.deliver(outgoing, group, job.controller.signal);
+      outcomes = await this.opts.deliver(outgoing, group, job.controller.signal, limits);
     } catch (err) {
       if (err instanceof CorruptEntryError) msg.corrupt = err.reason;
       else if (err instanceof SigningFailed) {
@@ -491,6 +682,8 @@ export class QueueManager extends EventEmitter<QueueEvents> {
         outcomes = group.recipients.map((r) => localDeferral(r, '4.3.0', `internal error: ${String(err)}`));
       }
     }
+    s.delivering--;
+    slot.release();
     if (outcomes) {
       msg.state = recordOutcomes(msg.state, outcomes);
       msg.dirty = true;
@@ -500,16 +693,16 @@ export class QueueManager extends EventEmitter<QueueEvents> {
       if (msg.jobsLeft > 1) await this.saveOrLog(msg);
     }
     this.runningJobs.delete(job);
-    this.destinations.get(group.destination.key)!.running--;
-    this.cleanupDestination(group.destination.key);
+    s.running--;
+    if (s.hold?.limit === 'connections') {
+      // A slot of this site is free here: ask again now rather than at the re-check.
+      this.unhold(s);
+      this.enqueueRr(s);
+    }
+    this.cleanupSite(s);
     msg.jobsLeft--;
     if (msg.jobsLeft === 0) await this.settle(msg);
     this.pump();
-  }
-
-  private cleanupDestination(key: string): void {
-    const d = this.destinations.get(key);
-    if (d && d.running === 0 && d.queue.length === 0) this.destinations.delete(key);
   }
 
   /** The message as sent: its body behind its DKIM signature (computed once per message). */

@@ -5,9 +5,10 @@
  * domain, case-insensitively, exact name) overrides the relay-wide `delivery.route`. Null-sender mail
  * (bounces) and senders of unknown domains take the relay-wide route.
  *
- * Recipients are then grouped by destination, the unit of per-destination concurrency and connection
- * reuse: one group for a smarthost route (every recipient goes to the same upstream), one group per
- * recipient domain for a direct route (each domain has its own MX hosts).
+ * Recipients are then grouped by destination, the unit of one delivery attempt: one group for a
+ * smarthost route (every recipient goes to the same upstream), one group per recipient domain for a
+ * direct route (each domain has its own MX lookup). The queue manager queues and shapes groups by their
+ * site (sites.ts), which several domains sharing MX hosts have in common.
  */
 import type { RelayConfig, RouteConfig, SmarthostConfig } from '../config/schema.js';
 

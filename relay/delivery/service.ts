@@ -7,6 +7,9 @@
  *                  └─ bounces/delay notices (queueDsn → spool)               └─ DKIM once (signMessage)
  *   Drainer ─► hand-off (TransportPool to peers) │ admin routes: /drain, /queue…
  *
+ * Shaping per destination site (sites.ts): the queue manager finds a group's site with the resolver and
+ * asks a gate; the gate here is this pod's own (localShapingGate), the fleet-wide one plugs in there.
+ *
  * Everything reads the configuration in force through `config()`, so a reload applies to the next
  * attempt (routes, keys, limits, retry schedule). stop() ends the drain loop, lets deliveries in flight
  * finish for up to `graceMs` (then aborts them: their recipients stay pending), and closes connections.
@@ -26,6 +29,7 @@ import { QueueManager, type Log } from './queue-manager.js';
 import { QueueOps } from './queue-ops.js';
 import { domainOf } from './router.js';
 import { noSuppression, withSuppression, type SuppressionList } from './suppression.js';
+import { localShapingGate, siteOf } from './sites.js';
 import { TransportPool, type TransportOptions } from './transport.js';
 
 export interface DeliveryDeps {
@@ -68,15 +72,18 @@ export function startDelivery(deps: DeliveryDeps): Delivery {
     metrics: deps.metrics,
     log,
     deliver: withSuppression(
-      (msg, group, signal) =>
+      (msg, group, signal, site) =>
         deliverGroup(
           { resolver: deps.resolver(), transport, directPort: () => config().delivery.directPort },
           msg,
           group,
           signal,
+          { maxConnections: site.maxConnections, maxMessages: site.deliveriesPerConnection },
         ),
       { list: deps.suppression ?? noSuppression, config: () => config().suppression, metrics: deps.metrics },
     ),
+    siteOf: (group) => siteOf(deps.resolver(), group),
+    gate: localShapingGate(),
     sign: (entry) => sign(entry),
     queueDsn: (req) => queueDsn(spool, req),
   });

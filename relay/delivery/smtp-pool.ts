@@ -6,8 +6,8 @@
  * Per endpoint key:
  * - at most `limit` connections (opening, busy or idle); callers beyond that wait, first come first
  *   served, and are handed the next connection released or the next free slot;
- * - an idle connection is reused (most recently used first); after `maxMessages` leases it is QUIT when
- *   released and its slot goes to a new one;
+ * - an idle connection is reused (most recently used first); after `maxMessages` leases (its latest
+ *   acquire's, else the pool's) it is QUIT when released and its slot goes to a new one;
  * - a connection that ends for any reason (error, server closed it, timeout, QUIT) leaves the pool at
  *   once ('end'), so it is never handed out again; the connection's 'error' event is always listened to
  *   (the send or connect that was running gets the same error through its own callback).
@@ -36,6 +36,8 @@ export interface AcquireOptions {
   open: () => Promise<SMTPConnection>;
   /** Never an idle connection: a new one (a retry after a stale connection). Served before other waiters. */
   fresh?: boolean;
+  /** Messages per connection (the destination site's deliveriesPerConnection; default: the pool's). */
+  maxMessages?: number;
   signal?: AbortSignal;
 }
 
@@ -44,6 +46,8 @@ interface Pooled extends Lease {
   reused: boolean;
   /** Leases so far, this one included. */
   messages: number;
+  /** Set by each lease: QUIT on release once `messages` reaches it. */
+  maxMessages: number;
   idleSince: number;
   /** Ended or retired: no longer counted in `open`, never handed out. */
   gone: boolean;
@@ -112,7 +116,7 @@ export class SmtpPool {
   release(lease: Lease): void {
     const p = lease as Pooled;
     if (p.gone) return;
-    if (p.messages >= this.opts.maxMessages || this.closed) {
+    if (p.messages >= p.maxMessages || this.closed) {
       this.retire(p);
       p.conn.quit();
       return;
@@ -198,6 +202,7 @@ export class SmtpPool {
     this.busy.add(p);
     p.reused = p.messages > 0;
     p.messages++;
+    p.maxMessages = w.opts.maxMessages ?? this.opts.maxMessages;
     w.resolve(p);
   }
 
@@ -206,7 +211,15 @@ export class SmtpPool {
     this.opening.add(w);
     w.opts.open().then(
       (conn) => {
-        const p: Pooled = { conn, endpoint: ep, reused: false, messages: 0, idleSince: 0, gone: false };
+        const p: Pooled = {
+          conn,
+          endpoint: ep,
+          reused: false,
+          messages: 0,
+          maxMessages: this.opts.maxMessages,
+          idleSince: 0,
+          gone: false,
+        };
         conn.on('error', ignore); // the send or RSET running gets the same error in its callback
         conn.once('end', () => this.ended(p));
         if (conn.destroyed) {

@@ -16,6 +16,7 @@ import type { RelayMetrics } from '../metrics.js';
 import type { OutgoingMessage } from './attempt.js';
 import { localBounce, type RecipientOutcome } from './replies.js';
 import type { DeliveryGroup } from './router.js';
+import type { SiteLimits } from './sites.js';
 
 /** What delivery needs of the suppression list (relay/fleet/state.ts implements it). */
 export interface SuppressionList {
@@ -40,6 +41,7 @@ type Deliver = (
   msg: OutgoingMessage,
   group: DeliveryGroup,
   signal: AbortSignal,
+  limits: SiteLimits,
 ) => Promise<RecipientOutcome[]>;
 
 /** `deliver` with the suppression list in front of it and behind it. */
@@ -47,7 +49,7 @@ export function withSuppression(
   deliver: Deliver,
   deps: { list: SuppressionList; config: () => SuppressionConfig; metrics?: RelayMetrics },
 ): Deliver {
-  return async (msg, group, signal) => {
+  return async (msg, group, signal, limits) => {
     const cfg = deps.config();
     const held: RecipientOutcome[] = [];
     let recipients = group.recipients;
@@ -67,7 +69,7 @@ export function withSuppression(
       });
       if (held.length) deps.metrics?.suppressedRecipients.inc({ action: 'bounced' }, held.length);
     }
-    const outcomes = recipients.length ? await deliver(msg, { ...group, recipients }, signal) : [];
+    const outcomes = recipients.length ? await deliver(msg, { ...group, recipients }, signal, limits) : [];
     const added = outcomes.flatMap((o) => {
       const reason = suppressionReason(o, cfg);
       return reason === undefined ? [] : [deps.list.suppress(o.recipient, reason, cfg.ttl)];

@@ -73,11 +73,18 @@ export interface TransportOptions {
   heloName: string;
   connectTimeoutMs: number;
   commandTimeoutMs: number;
-  /** Connections per endpoint (the per-destination limit). */
+  /** Connections per endpoint, unless a send names its own. */
   maxConnections: number;
 }
 
-/** Messages per connection before it is replaced (as nodemailer's pool: maxMessages). */
+/** A send's connection limits: its destination site's (sites.ts). */
+export interface ConnectionLimits {
+  maxConnections: number;
+  /** Messages over one connection before it is QUIT and replaced. */
+  maxMessages: number;
+}
+
+/** Messages per connection before it is replaced, unless a send names its own (nodemailer's default). */
 const MAX_MESSAGES = 100;
 
 export class TransportPool {
@@ -104,6 +111,7 @@ export class TransportPool {
     envelope: SmtpEnvelope,
     body: Readable,
     signal?: AbortSignal,
+    limits?: ConnectionLimits,
   ): Promise<SendInfo> {
     const opts = this.options();
     const key = targetKey(target);
@@ -119,7 +127,8 @@ export class TransportPool {
       let lease: Lease | undefined;
       try {
         lease = await this.pool.acquire(key, {
-          limit: opts.maxConnections,
+          limit: limits?.maxConnections ?? opts.maxConnections,
+          ...(limits ? { maxMessages: limits.maxMessages } : {}),
           open,
           fresh: retry,
           ...(signal ? { signal } : {}),

@@ -21,8 +21,10 @@
  *   dataDelayMs: accept messages only after this delay (a slow server)
  *
  * Output (stdout, one JSON object per line): {"event":"ready","port"} once listening; {"event":"connect",
- * "secure"} per session; {"event":"auth","user"}; {"event":"message","n","from","to":[…],"size","ehlo",
- * "secure","user","testId","messageId","file"} per accepted message (testId: its X-Test-Id header).
+ * "secure"} per session; {"event":"auth","user"}; {"event":"data","open"} when a message's body starts
+ * (open: bodies being received or awaiting their reply, this one included); {"event":"message","n",
+ * "from","to":[…],"size","ehlo","secure","user","testId","messageId","file","session"} per accepted
+ * message (testId: its X-Test-Id header; session: the connection's id).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -52,6 +54,8 @@ const options = JSON.parse(fs.readFileSync(process.argv[2] as string, 'utf8')) a
 let rules: Rules = {};
 let count = 0;
 const sockets = new Map<string, Socket>();
+/** Sessions between the start of a body and its reply (or the session's end). */
+const inData = new Set<string>();
 
 function emit(obj: object): void {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -112,7 +116,12 @@ const serverOptions: SMTPServerOptions = {
     if (r) return cb(reply(r));
     cb();
   },
+  onClose(session) {
+    inData.delete(session.id);
+  },
   onData(stream, session, cb) {
+    inData.add(session.id);
+    emit({ event: 'data', open: inData.size });
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {
@@ -122,7 +131,10 @@ const serverOptions: SMTPServerOptions = {
         sockets.get(socketKey(session))?.destroy();
         return;
       }
-      if (mode) return cb(reply(mode));
+      if (mode) {
+        inData.delete(session.id);
+        return cb(reply(mode));
+      }
       const raw = Buffer.concat(chunks);
       const n = ++count;
       let file: string | undefined;
@@ -142,8 +154,12 @@ const serverOptions: SMTPServerOptions = {
         testId: header(raw, 'X-Test-Id'),
         messageId: header(raw, 'Message-ID'),
         file,
+        session: session.id,
       });
-      const ok = () => cb(null, `2.0.0 Ok: queued as downstream-${n}`);
+      const ok = () => {
+        inData.delete(session.id);
+        cb(null, `2.0.0 Ok: queued as downstream-${n}`);
+      };
       if (rules.dataDelayMs) setTimeout(ok, rules.dataDelayMs);
       else ok();
     });

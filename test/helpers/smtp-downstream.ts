@@ -52,6 +52,8 @@ export interface ReceivedMessage {
   testId?: string;
   messageId?: string;
   file: string;
+  /** The connection it came over. */
+  session: string;
 }
 
 export interface Downstream {
@@ -60,6 +62,8 @@ export interface Downstream {
   /** AUTH attempts seen: user names and whether they passed. */
   readonly auths: { user: string; ok: boolean }[];
   readonly connects: number;
+  /** Most messages being received (body to reply) at once, over all connections. */
+  readonly peakTransactions: number;
   /** New rules for new commands; dropConnections also closes open (e.g. pooled) connections. */
   set(rules: DownstreamRules, opts?: { dropConnections?: boolean }): Promise<void>;
   waitForMessages(n: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
@@ -86,6 +90,7 @@ export async function startDownstream(opts: DownstreamOptions = {}): Promise<Dow
   const messages: ReceivedMessage[] = [];
   const auths: { user: string; ok: boolean }[] = [];
   let connects = 0;
+  let peakTransactions = 0;
   let stderr = '';
   let exited = false;
   const listeners = new Set<() => void>();
@@ -107,6 +112,7 @@ export async function startDownstream(opts: DownstreamOptions = {}): Promise<Dow
     if (msg.event === 'ready') port = Number(msg.port);
     if (msg.event === 'ok') acks.get(Number(msg.seq))?.();
     if (msg.event === 'connect') connects++;
+    if (msg.event === 'data') peakTransactions = Math.max(peakTransactions, Number(msg.open));
     if (msg.event === 'auth') auths.push({ user: String(msg.user), ok: Boolean(msg.ok) });
     if (msg.event === 'message') messages.push(msg as unknown as ReceivedMessage);
     changed();
@@ -138,6 +144,9 @@ export async function startDownstream(opts: DownstreamOptions = {}): Promise<Dow
     auths,
     get connects() {
       return connects;
+    },
+    get peakTransactions() {
+      return peakTransactions;
     },
     async set(r, setOpts = {}) {
       const n = ++seq;

@@ -10,9 +10,19 @@ import { simpleParser } from 'mailparser';
 import type { RelayConfig } from '../../../../relay/config/schema.js';
 import type { OutgoingMessage } from '../../../../relay/delivery/attempt.js';
 import { queueDsn } from '../../../../relay/delivery/bounce.js';
-import { QueueManager, type Settlement } from '../../../../relay/delivery/queue-manager.js';
+import {
+  QueueManager,
+  type QueueManagerOptions,
+  type Settlement,
+} from '../../../../relay/delivery/queue-manager.js';
 import { fromReply, localDeferral, type RecipientOutcome } from '../../../../relay/delivery/replies.js';
 import type { DeliveryGroup } from '../../../../relay/delivery/router.js';
+import {
+  localShapingGate,
+  siteOf,
+  type ShapingGate,
+  type SiteLimits,
+} from '../../../../relay/delivery/sites.js';
 import { RelayMetrics } from '../../../../relay/metrics.js';
 import type { Envelope } from '../../../../relay/spool/envelope.js';
 import { Spool } from '../../../../relay/spool/spool.js';
@@ -47,6 +57,7 @@ interface Sent {
   from: string;
   to: string[];
   body: string;
+  limits: SiteLimits;
 }
 
 let dir: string;
@@ -81,15 +92,15 @@ async function accept(over: Partial<Envelope> = {}, body = 'Subject: hi\r\n\r\nh
   ).id;
 }
 
-function startManager(): QueueManager {
+function startManager(over: Partial<QueueManagerOptions> = {}): QueueManager {
   qm = new QueueManager({
     spool,
     config: () => cfg,
     clock,
     metrics,
-    deliver: async (msg, group) => {
+    deliver: async (msg, group, _signal, limits) => {
       const body = await text(msg.openBody());
-      sent.push({ id: msg.id, from: msg.envelope.mailFrom, to: group.recipients, body });
+      sent.push({ id: msg.id, from: msg.envelope.mailFrom, to: group.recipients, body, limits });
       return Promise.all(group.recipients.map((r) => Promise.resolve(reply(r, msg, group))));
     },
     sign: () => {
@@ -98,6 +109,7 @@ function startManager(): QueueManager {
       return Promise.resolve({ signature });
     },
     queueDsn: (req) => queueDsn(spool, req),
+    ...over,
   });
   qm.start();
   return qm;
@@ -214,7 +226,10 @@ test('after a restart a deferred message keeps its schedule (not retried early)'
 });
 
 test('a slow destination uses at most shaping.maxConnections slots and never starves others', async () => {
-  cfg = makeConfig({ concurrency: 3, shaping: { maxConnections: 2, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [] } });
+  cfg = makeConfig({
+    concurrency: 3,
+    shaping: { maxConnections: 2, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [] },
+  });
   const release: (() => void)[] = [];
   let slowInFlight = 0;
   let slowMax = 0;
@@ -418,4 +433,207 @@ test('a message being deleted is never attempted meanwhile; when its file cannot
   expect(await done).toEqual([[id, 'removed']]); // back on its schedule, which said "due"
   expect(sent).toHaveLength(2);
   expect(await qm!.delete(id)).toBe('not-found');
+});
+
+describe('shaping per destination site', () => {
+  const shaping = (over: Partial<RelayConfig['delivery']['shaping']> = {}) =>
+    makeConfig({
+      shaping: { maxConnections: 5, deliveriesPerConnection: 100, messagesPerMinute: 0, sites: [], ...over },
+    });
+  /** one.test and two.test are hosted on the same two MX hosts; other domains are their own mail host. */
+  const resolver = {
+    mailHosts: (domain: string) =>
+      Promise.resolve(
+        domain === 'one.test' || domain === 'two.test'
+          ? {
+              kind: 'mx' as const,
+              hosts: [
+                { exchange: domain === 'one.test' ? 'mx1.shared.test' : 'mx2.shared.test', priority: 10 },
+                { exchange: domain === 'one.test' ? 'mx2.shared.test' : 'mx1.shared.test', priority: 10 },
+              ],
+            }
+          : { kind: 'implicit' as const, hosts: [{ exchange: domain, priority: 0 }] },
+      ),
+  };
+  const bySite = async (g: RelayMetrics['siteQueued']): Promise<Record<string, number>> =>
+    Object.fromEntries((await g.get()).values.map((v) => [String(v.labels.site), v.value]));
+  const deferrals = async () => {
+    const out: Record<string, number> = {};
+    for (const v of (await metrics.siteShapingDeferrals.get()).values)
+      out[`${v.labels.site} ${v.labels.limit}`] = v.value;
+    return out;
+  };
+  /** A gate that answers only when told to, over this pod's own counts. */
+  function slowGate() {
+    const local = localShapingGate(() => clock.now());
+    const answers: (() => void)[] = [];
+    const gate: ShapingGate = {
+      acquire: (site, limit) =>
+        new Promise((resolve) => answers.push(() => resolve(local.acquire(site, limit)))),
+      takeRate: (site, perMinute) => local.takeRate(site, perMinute),
+    };
+    return { gate, local, answers };
+  }
+
+  test('domains sharing MX hosts are one site: its maxConnections holds across them, other sites flow', async () => {
+    cfg = shaping({ maxConnections: 2, sites: [{ match: ['*.shared.test'], deliveriesPerConnection: 7 }] });
+    const release: (() => void)[] = [];
+    let inFlight = 0;
+    let peak = 0;
+    reply = (r) => {
+      if (!/@(one|two)\.test$/.test(r)) return fromReply(r, '250 ok');
+      peak = Math.max(peak, ++inFlight);
+      return new Promise((resolve) =>
+        release.push(() => {
+          inFlight--;
+          resolve(fromReply(r, '250 ok'));
+        }),
+      );
+    };
+    for (let i = 0; i < 3; i++) {
+      await accept({ recipients: [`a${i}@one.test`] });
+      await accept({ recipients: [`b${i}@two.test`] });
+    }
+    const other: string[] = [];
+    for (let i = 0; i < 3; i++) other.push(await accept({ recipients: [`c${i}@other.test`] }));
+    startManager({ siteOf: (g) => siteOf(resolver, g) });
+
+    const otherDone = await settlements(3);
+    expect(otherDone.map(([id]) => id).sort()).toEqual(other.sort());
+    await until(() => release.length === 2);
+    expect(await bySite(metrics.siteInFlight)).toEqual({ '*.shared.test': 2, default: 0 });
+    expect(await bySite(metrics.siteQueued)).toEqual({ '*.shared.test': 4, default: 0 });
+
+    let finished = false;
+    void settlements(6).then(() => (finished = true));
+    for (let i = 0; i < 100_000 && !finished; i++) {
+      release.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(finished).toBe(true);
+    expect(peak).toBe(2);
+    // other.test's third message waited too (a site of its own, with the default limit)
+    expect(Object.keys(await deferrals()).sort()).toEqual([
+      '*.shared.test connections',
+      'default connections',
+    ]);
+    expect(sent.find((s) => s.to[0] === 'a0@one.test')!.limits).toEqual({
+      maxConnections: 2,
+      deliveriesPerConnection: 7,
+      messagesPerMinute: 0,
+      label: '*.shared.test',
+    });
+  });
+
+  test('over messagesPerMinute a message waits (nothing written, no attempt) until the rate allows', async () => {
+    cfg = shaping({ messagesPerMinute: 2 });
+    const first = [await accept(), await accept()];
+    const third = await accept();
+    startManager();
+    expect((await settlements(2)).map(([id]) => id).sort()).toEqual(first.sort());
+    await until(async () => (await deferrals())['default rate'] === 1);
+    expect(sent).toHaveLength(2);
+    expect(qm!.isActive(third)).toBe(true);
+    expect(spool.get(third)!.state).toBeUndefined();
+    expect(await bySite(metrics.siteQueued)).toEqual({ default: 1 });
+
+    reply = (r) => localDeferral(r, '4.4.1', 'refused', 'mx.test');
+    const done = settlements(1);
+    clock.advance(29_999); // 2 per minute: the next message 30 s after the burst
+    expect(sent).toHaveLength(2);
+    clock.advance(1);
+    expect(await done).toEqual([[third, 'deferred']]);
+    // the wait was not an attempt: this deferral is its first
+    expect(spool.get(third)!.state).toMatchObject({ attempts: 1, nextAttemptAt: clock.now() + 300_000 });
+  });
+
+  test('a site the gate finds full (fleet-wide) waits for the re-check; other sites flow meanwhile', async () => {
+    let full = true;
+    let busyAsks = 0;
+    const local = localShapingGate(() => clock.now());
+    const gate: ShapingGate = {
+      async acquire(site, limit) {
+        await new Promise((r) => setImmediate(r)); // a round trip to the store
+        if (site !== 'domain:busy.test') return local.acquire(site, limit);
+        busyAsks++;
+        return full ? null : local.acquire(site, limit);
+      },
+      takeRate: (site, perMinute) => local.takeRate(site, perMinute),
+    };
+    const busy = [
+      await accept({ recipients: ['a@busy.test'] }),
+      await accept({ recipients: ['b@busy.test'] }),
+    ];
+    const free = await accept({ recipients: ['c@free.test'] });
+    startManager({ gate, shapingRecheckMs: 500 });
+    expect(await settlements(1)).toEqual([[free, 'removed']]);
+    await until(async () => (await deferrals())['default connections'] === 2);
+    expect(qm!.counts()).toMatchObject({ active: 2, running: 0 });
+    const asked = busyAsks;
+    clock.advance(499);
+    expect(busyAsks).toBe(asked); // held: not asked again before the re-check
+
+    full = false;
+    const done = settlements(2);
+    clock.advance(1);
+    expect((await done).map(([id]) => id).sort()).toEqual(busy.sort());
+    expect((await metrics.deliveryAttempts.get()).values).toEqual([
+      { labels: { result: 'delivered' }, value: 3 },
+    ]);
+  });
+
+  test('jobs asking a slow gate at once stay within the site maxConnections on this pod', async () => {
+    cfg = shaping({ maxConnections: 2 });
+    const { gate, answers } = slowGate();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await accept({ recipients: [`r${i}@x.test`] }));
+    startManager({ gate });
+    await until(() => answers.length === 2);
+    expect(qm!.counts()).toMatchObject({ active: 5, running: 2 });
+    expect(await bySite(metrics.siteQueued)).toEqual({ default: 3 });
+
+    let finished = false;
+    void settlements(5).then(() => (finished = true));
+    for (let i = 0; i < 100_000 && !finished; i++) {
+      expect(qm!.counts().running).toBeLessThanOrEqual(2);
+      answers.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(finished).toBe(true);
+    expect(sent.map((s) => s.id).sort()).toEqual(ids.sort());
+  });
+
+  test('pause() settles messages waiting for shaping at once; they are delivered after resume', async () => {
+    cfg = shaping({ messagesPerMinute: 1 });
+    const first = await accept();
+    const second = await accept();
+    startManager();
+    expect(await settlements(1)).toEqual([[first, 'removed']]);
+    await until(async () => (await deferrals())['default rate'] === 1);
+    await qm!.pause();
+    expect(qm!.counts()).toMatchObject({ active: 0, running: 0 });
+    expect(spool.get(second)!.state).toBeUndefined();
+    expect(await bySite(metrics.siteQueued)).toEqual({ default: 0 });
+
+    const done = settlements(1);
+    qm!.resume();
+    clock.advance(60_000);
+    expect(await done).toEqual([[second, 'removed']]);
+    expect(sent.map((s) => s.id)).toEqual([first, second]);
+  });
+
+  test('pause() while the gate is still answering gives the job up and returns its slot', async () => {
+    cfg = shaping({ maxConnections: 1 });
+    const { gate, local, answers } = slowGate();
+    const id = await accept();
+    startManager({ gate });
+    await until(() => answers.length === 1);
+    const paused = qm!.pause();
+    answers.shift()!();
+    await paused;
+    expect(qm!.counts()).toMatchObject({ active: 0, running: 0 });
+    expect(sent).toEqual([]);
+    expect(spool.get(id)!.state).toBeUndefined();
+    expect(await local.acquire('domain:x.test', 1)).not.toBeNull();
+  });
 });

@@ -33,6 +33,7 @@ describe('suppressionReason: which failures put a recipient on the list', () => 
 });
 
 describe('withSuppression', () => {
+  const limits = { maxConnections: 1, deliveriesPerConnection: 1, messagesPerMinute: 0, label: 'default' };
   const msg = { id: 'Q1' } as OutgoingMessage;
   const group = (recipients: string[]): DeliveryGroup => ({
     destination: { kind: 'direct', key: 'direct:x.test', domain: 'x.test' },
@@ -58,7 +59,12 @@ describe('withSuppression', () => {
         ]),
       { list: l, config: () => cfg() },
     );
-    await deliver(msg, group(['gone@x.test', 'policy@x.test', 'ok@x.test']), new AbortController().signal);
+    await deliver(
+      msg,
+      group(['gone@x.test', 'policy@x.test', 'ok@x.test']),
+      new AbortController().signal,
+      limits,
+    );
     expect([...l.entries.keys()]).toEqual(['gone@x.test']);
   });
 
@@ -70,7 +76,7 @@ describe('withSuppression', () => {
     };
     const l = list({ 'gone@x.test': 'mx: 550 5.1.1 no such user' });
     const bounce = withSuppression(inner, { list: l, config: () => cfg({ action: 'bounce' }) });
-    const out = await bounce(msg, group(['gone@x.test', 'ok@x.test']), new AbortController().signal);
+    const out = await bounce(msg, group(['gone@x.test', 'ok@x.test']), new AbortController().signal, limits);
     expect(sent).toEqual([['ok@x.test']]);
     expect(out.find((o) => o.recipient === 'gone@x.test')).toMatchObject({
       result: 'bounced',
@@ -78,12 +84,12 @@ describe('withSuppression', () => {
     });
     expect(out.find((o) => o.recipient === 'gone@x.test')!.reply).toMatch(/suppressed until .*no such user/);
 
-    const all = await bounce(msg, group(['gone@x.test']), new AbortController().signal);
+    const all = await bounce(msg, group(['gone@x.test']), new AbortController().signal, limits);
     expect(sent).toHaveLength(1); // nothing left to send: no connection at all
     expect(all).toHaveLength(1);
 
     const refuse = withSuppression(inner, { list: l, config: () => cfg() });
-    await refuse(msg, group(['gone@x.test']), new AbortController().signal);
+    await refuse(msg, group(['gone@x.test']), new AbortController().signal, limits);
     expect(sent[1]).toEqual(['gone@x.test']);
   });
 });
