@@ -96,8 +96,8 @@ export async function startRedis(opts: RedisOptions = {}): Promise<TestRedis> {
     ]; // prettier-ignore
     const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
-    proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-    proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    proc.stdout.on('data', (d: Buffer) => (log += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (log += d.toString()));
     let exited = false;
     proc.once('exit', () => (exited = true));
     const deadline = Date.now() + READY_TIMEOUT_MS;
