@@ -6,6 +6,7 @@
  */
 import { Writable } from 'node:stream';
 import { createLogger, silentLogger } from '../../relay/log.js';
+import { FleetState } from '../../relay/fleet/state.js';
 import { FleetStore, type FleetStoreOptions } from '../../relay/fleet/store.js';
 import type { StoreState } from '../../relay/fleet/types.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -293,5 +294,42 @@ describe('a store that goes away', () => {
     }
     await until(() => s.state() === 'connected', 'the probe finds the store answering again');
     expect((await s.takeRate('user:stall', 100))?.allowed).toBe(true);
+  });
+});
+
+describe('FleetState over the real store', () => {
+  test('fleet-wide while the store answers, per pod while it is killed, fleet-wide again after restart', async () => {
+    const prefix = `facade${++prefixes}:`;
+    const [s1, s2] = await Promise.all([
+      store({ timeoutMs: 200 }, prefix),
+      store({ timeoutMs: 200 }, prefix),
+    ]);
+    const pod1 = new FleetState({ store: s1!, holderPrefix: 'pod1:1', log: silentLogger() });
+    const pod2 = new FleetState({ store: s2!, holderPrefix: 'pod2:1', log: silentLogger() });
+    try {
+      const a = await pod1.acquireLease('site', 'mx.example', 1);
+      expect(a?.decidedBy).toBe('fleet');
+      expect(await pod2.acquireLease('site', 'mx.example', 1)).toBeNull(); // the other pod's lease counts
+
+      await redis.kill('SIGKILL');
+      await until(() => pod1.mode() === 'degraded' && pod2.mode() === 'degraded', 'both pods degraded');
+      const b = await pod2.acquireLease('site', 'mx.example', 1); // per pod now: pod2 holds none
+      expect(b?.decidedBy).toBe('local');
+      expect(await pod1.acquireLease('site', 'mx.example', 1)).toBeNull(); // pod1 still holds its own
+      await pod2.suppress('late@example.com', 'bounce', 600);
+
+      await redis.restart();
+      await until(() => pod1.mode() === 'fleet' && pod2.mode() === 'fleet', 'both pods back in fleet mode');
+      // The suppression made during the outage reached the store: the other pod sees it.
+      await until(
+        async () => (await pod1.isSuppressed('late@example.com'))?.decidedBy === 'fleet',
+        'replayed',
+      );
+      await a!.release();
+      await b!.release();
+    } finally {
+      await pod1.close();
+      await pod2.close();
+    }
   });
 });
