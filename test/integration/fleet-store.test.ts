@@ -304,8 +304,8 @@ describe('FleetState over the real store', () => {
       store({ timeoutMs: 200 }, prefix),
       store({ timeoutMs: 200 }, prefix),
     ]);
-    const pod1 = new FleetState({ store: s1!, holderPrefix: 'pod1:1', log: silentLogger() });
-    const pod2 = new FleetState({ store: s2!, holderPrefix: 'pod2:1', log: silentLogger() });
+    const pod1 = new FleetState({ store: s1, holderPrefix: 'pod1:1', log: silentLogger() });
+    const pod2 = new FleetState({ store: s2, holderPrefix: 'pod2:1', log: silentLogger() });
     try {
       const a = await pod1.acquireLease('site', 'mx.example', 1);
       expect(a?.decidedBy).toBe('fleet');
