@@ -54,6 +54,29 @@ small_tmpfs() {
   rmdir "$d"
   return $rc
 }
+# redis-server for the fleet store's tests (test/helpers/redis.ts): Redis 7 or newer (the store's Lua uses
+# redis.call('TIME') inside scripts that write, which needs 5+ and effects replication; 7 is what issue 14
+# names), able to start here and run a script. It listens on a Unix socket in a temp dir only, so the
+# check needs no free port; redis-cli (redis-tools) talks to it. Debian's daemon is never started.
+redis_server() {
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || return 1
+  local v d pid i rc=1
+  v="$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([0-9][0-9.]*\) .*/\1/p')"
+  [ -n "$v" ] && [ "$(printf '7.0.0\n%s\n' "$v" | sort -V | head -1)" = 7.0.0 ] || return 1
+  d="$(mktemp -d "${TMPDIR:-/tmp}/mailfleet-redis.XXXXXX")" || return 1
+  redis-server --port 0 --unixsocket "$d/s" --dir "$d" --save '' --appendonly no --daemonize no \
+    --logfile "$d/log" >/dev/null 2>&1 &
+  pid=$!
+  for i in $(seq 50); do
+    [ "$(redis-cli -s "$d/s" eval "return redis.call('TIME')[1] and 'ok'" 0 2>/dev/null)" = ok ] && rc=0 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  rm -rf "$d"
+  return $rc
+}
 # flock serialises the cached Go builds; setpriv ties the test cluster's processes to jest's life.
 util_linux() { command -v flock >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; }
 # The e2e control plane and promtool build from Go modules with the Go in test/cluster/go.mod or newer.
@@ -94,6 +117,7 @@ disk_space() {
 requirements=(
   "swaks_tls|swaks libnet-ssleay-perl libio-socket-ssl-perl|swaks with TLS and AUTH (swaks --support: 'TLS supported')"
   "smtp_sink_source|postfix|Postfix's /usr/sbin/smtp-sink and /usr/sbin/smtp-source"
+  "redis_server|redis-server redis-tools|redis-server 7 or newer that starts here and runs Lua (the fleet store's tests)"
   "util_linux|util-linux|flock and setpriv"
   "immutable_files|e2fsprogs|chattr +i making a file impossible to unlink under ${TMPDIR:-/tmp}"
   "small_tmpfs||mounting a size-limited tmpfs (run the tests as root with CAP_SYS_ADMIN)"
@@ -149,7 +173,8 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   echo "mailfleet: installing ${pkgs[*]} from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # postfix's postinst must not start a mail system on the machine.
+  # The postinsts of postfix and redis-server must not start a mail system or a Redis daemon on the
+  # machine (invoke-rc.d asks policy-rc.d; 101 = not allowed, and the install still succeeds).
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1; fi
