@@ -223,6 +223,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     admin: adminServer,
     setDraining,
     suppression: fleet.suppressionList,
+    gate: fleet.gate,
   });
   registerFleetRoutes(adminServer, {
     fleet: () => fleet.current(),

@@ -29,7 +29,7 @@ import { QueueManager, type Log } from './queue-manager.js';
 import { QueueOps } from './queue-ops.js';
 import { domainOf } from './router.js';
 import { noSuppression, withSuppression, type SuppressionList } from './suppression.js';
-import { localShapingGate, siteOf } from './sites.js';
+import { localShapingGate, siteOf, type ShapingGate } from './sites.js';
 import { TransportPool, type TransportOptions } from './transport.js';
 
 export interface DeliveryDeps {
@@ -43,6 +43,8 @@ export interface DeliveryDeps {
   setDraining: (on: boolean) => void;
   /** The suppression list (the fleet's, or this pod's); absent: none (tests of delivery alone). */
   suppression?: SuppressionList;
+  /** Shaping beyond this pod (the fleet's leases and rates); absent: this pod's own counts. */
+  gate?: ShapingGate;
 }
 
 export interface Delivery {
@@ -83,7 +85,7 @@ export function startDelivery(deps: DeliveryDeps): Delivery {
       { list: deps.suppression ?? noSuppression, config: () => config().suppression, metrics: deps.metrics },
     ),
     siteOf: (group) => siteOf(deps.resolver(), group),
-    gate: localShapingGate(),
+    gate: deps.gate ?? localShapingGate(),
     sign: (entry) => sign(entry),
     queueDsn: (req) => queueDsn(spool, req),
   });

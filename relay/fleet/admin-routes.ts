@@ -57,7 +57,7 @@ export function registerFleetRoutes(admin: RouteRegistrar, deps: FleetRoutesDeps
       if (body.reason !== undefined && typeof body.reason !== 'string')
         throw new BadRequest('"reason" must be a string');
       const canonical = addresses.map(toCanonical);
-      const reason = (body.reason as string | undefined) || 'added by an operator';
+      const reason = body.reason || 'added by an operator';
       const results = await Promise.all(
         canonical.map((a) => deps.fleet().suppress(a, reason.slice(0, 500), deps.ttl())),
       );

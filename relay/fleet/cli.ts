@@ -61,34 +61,12 @@ export async function suppressionCommand(args: string[], out: Out = console.log)
           if (values.json) out(JSON.stringify(entries, null, 2));
           else if (entries.length === 0) out('The suppression list is empty');
           else
-            for (const e of entries) out(`${e.address}  until ${new Date(e.until).toISOString()}  ${e.reason}`);
+            for (const e of entries)
+              out(`${e.address}  until ${new Date(e.until).toISOString()}  ${e.reason}`);
           return 0;
         }
-        case 'add': {
-          const seeded = values.from ? await readSeed(values.from) : [];
-          const items = [...rest.map((address) => ({ address })), ...seeded];
-          if (items.length === 0)
-            throw new CliError('suppression add needs addresses or --from FILE', EXIT_USAGE);
-          let added = 0;
-          let local = false;
-          // One request per reason and batch: entries of an export keep their own reasons.
-          const byReason = new Map<string | undefined, string[]>();
-          for (const i of items) {
-            const reason = values.reason ?? i.reason;
-            byReason.set(reason, [...(byReason.get(reason) ?? []), i.address]);
-          }
-          for (const [reason, addresses] of byReason)
-            for (let i = 0; i < addresses.length; i += MAX_ADD) {
-              const res = (await call(target, 'POST', '/suppression/add', {
-                addresses: addresses.slice(i, i + MAX_ADD),
-                ...(reason ? { reason } : {}),
-              })) as { added: number; decidedBy: string };
-              added += res.added;
-              local ||= res.decidedBy === 'local';
-            }
-          out(`${added} address(es) suppressed${local ? localNote : ''}`);
-          return 0;
-        }
+        case 'add':
+          return add(target, rest, values, out);
         case 'remove': {
           if (rest.length !== 1) throw new CliError('suppression remove needs one address', EXIT_USAGE);
           const res = (await call(target, 'POST', '/suppression/remove', { address: rest[0] })) as {
@@ -108,7 +86,41 @@ export async function suppressionCommand(args: string[], out: Out = console.log)
   );
 }
 
-const localNote = ' (on this pod only for now: the fleet store did not answer; it is sent there when it is back)';
+async function add(
+  target: Target,
+  addresses: string[],
+  values: { from?: string; reason?: string },
+  out: Out,
+): Promise<number> {
+  const seeded = values.from ? await readSeed(values.from) : [];
+  const items: { address: string; reason?: string }[] = [
+    ...addresses.map((address) => ({ address })),
+    ...seeded,
+  ];
+  if (items.length === 0) throw new CliError('suppression add needs addresses or --from FILE', EXIT_USAGE);
+  // One request per reason and batch: entries of an export keep their own reasons.
+  const byReason = new Map<string | undefined, string[]>();
+  for (const i of items) {
+    const reason = values.reason ?? i.reason;
+    byReason.set(reason, [...(byReason.get(reason) ?? []), i.address]);
+  }
+  let added = 0;
+  let local = false;
+  for (const [reason, list] of byReason)
+    for (let i = 0; i < list.length; i += MAX_ADD) {
+      const res = (await call(target, 'POST', '/suppression/add', {
+        addresses: list.slice(i, i + MAX_ADD),
+        ...(reason ? { reason } : {}),
+      })) as { added: number; decidedBy: string };
+      added += res.added;
+      local ||= res.decidedBy === 'local';
+    }
+  out(`${added} address(es) suppressed${local ? localNote : ''}`);
+  return 0;
+}
+
+const localNote =
+  ' (on this pod only for now: the fleet store did not answer; it is sent there when it is back)';
 
 async function listAll(target: Target): Promise<SuppressedEntry[]> {
   const all: SuppressedEntry[] = [];
@@ -139,8 +151,13 @@ async function readSeed(file: string): Promise<{ address: string; reason?: strin
     } catch (err) {
       throw new CliError(`${file}: not valid JSON: ${(err as Error).message}`);
     }
-    if (!Array.isArray(parsed) || !parsed.every((e) => typeof (e as { address?: unknown })?.address === 'string'))
-      throw new CliError(`${file}: expected a list of {"address", "reason"} entries (suppression list --json)`);
+    if (
+      !Array.isArray(parsed) ||
+      !parsed.every((e) => typeof (e as { address?: unknown })?.address === 'string')
+    )
+      throw new CliError(
+        `${file}: expected a list of {"address", "reason"} entries (suppression list --json)`,
+      );
     return (parsed as { address: string; reason?: unknown }[]).map((e) => ({
       address: e.address,
       ...(typeof e.reason === 'string' ? { reason: e.reason } : {}),

@@ -10,6 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { FleetStoreConfig, RelayConfig } from '../config/schema.js';
+import type { ShapingGate } from '../delivery/sites.js';
 import type { SuppressionList } from '../delivery/suppression.js';
 import type { Logger } from '../log.js';
 import { FleetStates, type FleetState as FleetStateName, type RelayMetrics } from '../metrics.js';
@@ -18,7 +19,11 @@ import type { FleetReport } from './admin-routes.js';
 import { FleetState, type Decider, type FleetMode } from './state.js';
 import { FleetStore } from './store.js';
 
-const STATE_OF: Record<FleetMode, FleetStateName> = { fleet: 'shared', degraded: 'degraded', local: 'per_pod' };
+const STATE_OF: Record<FleetMode, FleetStateName> = {
+  fleet: 'shared',
+  degraded: 'degraded',
+  local: 'per_pod',
+};
 
 /** What the store section resolves to once its files are read: equal inputs, same store. */
 interface StoreInputs {
@@ -132,8 +137,7 @@ export class Fleet {
   }
 
   private counted<T extends { decidedBy: Decider }>(operation: string, answer: T): T {
-    if (answer.decidedBy === 'local' && this.inputs)
-      this.metrics.fleetStoreFallbacks.inc({ operation });
+    if (answer.decidedBy === 'local' && this.inputs) this.metrics.fleetStoreFallbacks.inc({ operation });
     return answer;
   }
 
@@ -153,6 +157,18 @@ export class Fleet {
     isSuppressed: (address) => this.state.isSuppressed(address),
     suppress: async (address, reason, ttl) =>
       this.counted('suppression', await this.state.suppress(address, reason, ttl)),
+  };
+
+  /** The seam the queue manager's shaping calls (relay/delivery/sites.ts): leases and rates per site. */
+  readonly gate: ShapingGate = {
+    acquire: async (site, limit) => {
+      const lease = await this.state.acquireLease('site', site, limit);
+      if (!lease) return null;
+      this.counted('lease', lease);
+      return { release: () => void lease.release() };
+    },
+    takeRate: async (site, perMinute) =>
+      this.counted('rate', await this.state.takeRate('site', site, perMinute)),
   };
 
   async close(): Promise<void> {
