@@ -19,7 +19,7 @@ export const USAGE = `Usage: mailfleet-operator [flags]
   --dns-check-interval DURATION      how often MailDomain DNS records are looked up (default: 5m)
   --sync-period DURATION             how often every object is reconciled anyway (default: 10m)
   --drain-poll-interval DURATION     how often a drain in progress is polled (default: 5s)
-  --drain-networks a,b               CIDRs of pod IPs the operator may connect to for drains (default: any)
+  --drain-networks a,b               CIDRs of pod IPs the operator may connect to (drains, fleet store state; default: any)
   --drain-peer-address dns|ip        how a draining pod addresses its peers (default: dns, the headless Service name)
   --workers N                        concurrent reconciles per controller (default: 2; MailDomains get at
                                      least four per core: their first reconcile waits for key generation)

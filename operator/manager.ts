@@ -37,6 +37,7 @@ import { LABELS, MANAGED_SELECTOR, RELAY_APP } from './shared/labels.js';
 import type { Enqueue } from './shared/watch.js';
 import { SmtpRelayReconciler, watchForRelays, watchOwnedBy } from './smtprelay/controller.js';
 import { HttpDrainClient, type DrainClient } from './smtprelay/drain-client.js';
+import { HttpFleetClient, type FleetClient } from './smtprelay/fleet-client.js';
 
 export interface ManagerConfig {
   /** Path of a kubeconfig; undefined: in-cluster config, else $KUBECONFIG / ~/.kube/config. */
@@ -65,6 +66,7 @@ export interface ManagerDeps {
   log: Logger;
   clock?: Clock;
   drain?: DrainClient;
+  fleet?: FleetClient;
   dns?: TxtLookup;
   kubeConfig?: KubeConfig;
 }
@@ -128,6 +130,7 @@ class Manager {
     private readonly log: Logger,
     private readonly clock: Clock,
     drain: DrainClient,
+    fleet: FleetClient,
     dns: TxtLookup,
   ) {
     this.api = new RestKubeApi(kc, (method, code) => this.metrics.restRequests.inc({ method, code }));
@@ -177,6 +180,7 @@ class Manager {
     const relayRec = new SmtpRelayReconciler(this.ctx, {
       image: cfg.relayImage,
       drain,
+      fleet,
       drainPollMs: cfg.drainPollMs,
       drainNetworks: cfg.drainNetworks ? parseNetworks(cfg.drainNetworks).networks : undefined,
       peerAddress: cfg.drainPeerAddress,
@@ -367,6 +371,7 @@ export async function startManager(cfg: ManagerConfig, deps: ManagerDeps): Promi
     deps.log,
     deps.clock ?? realClock,
     deps.drain ?? new HttpDrainClient(),
+    deps.fleet ?? new HttpFleetClient(),
     deps.dns ?? new ResolverTxtLookup(cfg.dnsServers),
   );
   const ports = await m.start();

@@ -47,7 +47,7 @@ export type Condition = Static<typeof Condition>;
 
 export const Conditions = Arr(Condition, {
   description:
-    'Current state: Ready, Progressing and Degraded on every object, plus kind-specific types (TLSReady, Draining, DKIMReady, DNSVerified).',
+    'Current state: Ready, Progressing and Degraded on every object, plus kind-specific types (TLSReady, Draining, FleetStore, DKIMReady, DNSVerified).',
   'x-kubernetes-list-type': 'map',
   'x-kubernetes-list-map-keys': ['type'],
   maxItems: 32,

@@ -62,6 +62,13 @@ export const SMTP_RELAY_KIND: KindDef = {
     },
     { name: 'Reason', type: 'string', jsonPath: condition('Ready', 'reason'), description: 'Why.' },
     {
+      name: 'Fleet',
+      type: 'string',
+      jsonPath: condition('FleetStore', 'reason'),
+      description:
+        'Where limits are decided (FleetStore condition): Shared, Degraded, PerPod, Pending, NoAnswer.',
+    },
+    {
       name: 'Endpoint',
       type: 'string',
       jsonPath: '.status.endpoints.host',

@@ -12,7 +12,7 @@
  */
 import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
 import { withRelayDefaults } from '../api/defaults.js';
-import { rfc3339 } from '../runtime/conditions.js';
+import { findCondition, rfc3339 } from '../runtime/conditions.js';
 import type { ReconcileResult } from '../runtime/controller.js';
 import { keyOf } from '../runtime/kube.js';
 import type { PolicyRule } from '../runtime/rbac.js';
@@ -30,10 +30,20 @@ import {
 } from '../shared/watch.js';
 import { RelayChildren } from './children.js';
 import { RelayDrains, type DrainOptions } from './drain.js';
+import { FLEET_POLL_MS, RelayFleet } from './fleet.js';
+import type { FleetClient } from './fleet-client.js';
 import { gatherMaterial } from './material.js';
 import { SKIP_DRAIN_ANNOTATION, DRAIN_FINALIZER, names } from './names.js';
 import type { ScalePlan } from './scale.js';
-import { computeStatus, RELAY_TRANSITIONS, statusTls, stsView, type Problem } from './status.js';
+import {
+  computeStatus,
+  fleetStoreCondition,
+  fleetStoreEvent,
+  RELAY_TRANSITIONS,
+  statusTls,
+  stsView,
+  type Problem,
+} from './status.js';
 
 const crud = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'];
 
@@ -97,6 +107,8 @@ export interface RelayControllerOptions extends DrainOptions {
   image: string;
   /** How often to poll a drain in progress. */
   drainPollMs: number;
+  /** Asks pods about the fleet store (GET /fleet), only for relays with spec.fleetStore. */
+  fleet: FleetClient;
 }
 
 const DRAIN_POLL_FALLBACK_MS = 5000;
@@ -105,6 +117,7 @@ const MAX_RESYNC_MS = 12 * 3600 * 1000;
 export class SmtpRelayReconciler {
   private readonly children: RelayChildren;
   private readonly drains: RelayDrains;
+  private readonly fleet: RelayFleet;
   private readonly hold = new StatusHold();
 
   constructor(
@@ -113,6 +126,7 @@ export class SmtpRelayReconciler {
   ) {
     this.children = new RelayChildren(ctx, opts.image);
     this.drains = new RelayDrains(ctx, opts);
+    this.fleet = new RelayFleet(opts.fleet, opts.drainNetworks);
   }
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
@@ -159,6 +173,8 @@ export class SmtpRelayReconciler {
       await this.drains.act(relay, plan, pods, m.adminToken, now);
       degraded.push(...plan.problems);
     } else await this.children.applyBlocked(relay);
+    // Pods that run keep reporting while the spec is blocked; their config is the last one rolled out.
+    const fleetAnswers = await this.fleet.ask(relay, pods, m.adminToken);
     const status = computeStatus(
       {
         relay,
@@ -171,14 +187,22 @@ export class SmtpRelayReconciler {
         deleting: false,
         domains: m.domains.map((b) => b.domain.spec.domain.toLowerCase()),
         caSecret: m.caSecret,
+        fleetStore: fleetStoreCondition(relay, fleetAnswers),
       },
       relay.status,
     );
     // A new relay's first rollout: its StatefulSet's progress re-queues it; the hold bounds the wait.
     const wait = this.hold.wait(`${namespace}/${name}`, firstRollout(relay, status), now);
     if (wait > 0) return { requeueAfterMs: wait };
-    await writeStatus(ctx, relay, status, RELAY_TRANSITIONS);
-    return this.next(plan, m.blocking, m.renewAt, now);
+    if (await writeStatus(ctx, relay, status, RELAY_TRANSITIONS)) {
+      const type = 'FleetStore';
+      const ev = fleetStoreEvent(
+        findCondition(relay.status?.conditions, type),
+        findCondition(status.conditions, type),
+      );
+      if (ev) ctx.events.record(relay, ev.type, ev.reason, ev.message);
+    }
+    return withFleetPoll(relay, this.next(plan, m.blocking, m.renewAt, now));
   }
 
   /** Deletion: drain every pod (no peers: they deliver what they hold), then release the finalizer. */
@@ -241,6 +265,13 @@ export class SmtpRelayReconciler {
       return { requeueAfterMs: Math.max(1000, Math.min(renewAt - now, MAX_RESYNC_MS)) };
     return {};
   }
+}
+
+/** With a fleet store, look again within FLEET_POLL_MS (a store outage changes nothing the watches see). */
+function withFleetPoll(relay: SmtpRelay, r: ReconcileResult): ReconcileResult {
+  // A retry's backoff starts far shorter; a backoff grown past 30 s is the error's, left to it.
+  if (!relay.spec.fleetStore || r.retry) return r;
+  return { requeueAfterMs: Math.min(r.requeueAfterMs ?? FLEET_POLL_MS, FLEET_POLL_MS) };
 }
 
 /** A relay that never had a status, rolling out for the first time and with nothing wrong: on its way. */

@@ -78,8 +78,8 @@ export class HttpDrainClient implements DrainClient {
   }
 }
 
-/** The relay's {"error": "..."} body, as ": <error>" for messages (bounded). */
-function reason(body: string): string {
+/** The relay's {"error": "..."} body, as ": <error>" for messages (bounded). Every admin endpoint answers errors so. */
+export function reason(body: string): string {
   try {
     const e = (JSON.parse(body) as { error?: unknown }).error;
     return typeof e === 'string' ? `: ${e.slice(0, 300)}` : '';

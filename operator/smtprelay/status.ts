@@ -7,6 +7,7 @@ import type { SmtpRelay, SmtpRelayStatus } from '../api/smtprelay.js';
 import { findCondition, setConditions, type ConditionInput } from '../runtime/conditions.js';
 import type { KubeObject } from '../runtime/kube.js';
 import type { Transitions } from '../shared/status.js';
+import type { PodFleetAnswer } from './fleet.js';
 import { names, selectorString, serviceHost } from './names.js';
 import { listenerPorts } from './render.js';
 
@@ -35,6 +36,8 @@ export interface StatusInput {
   deleting: boolean;
   domains: string[];
   caSecret?: string;
+  /** The FleetStore condition (fleetStoreCondition); undefined keeps the one in status (a deletion asks no pod). */
+  fleetStore?: ConditionInput;
 }
 
 function rollout(input: StatusInput): { done: boolean; message: string } {
@@ -114,7 +117,113 @@ export function evaluateConditions(input: StatusInput): ConditionInput[] {
           message: `draining pods ${input.draining.join(', ')}: they accept no new mail and hand their queue to ${input.deleting ? 'its destinations' : 'the remaining pods'}`,
         }
       : { type: 'Draining', status: 'False', reason: 'NotDraining', message: 'no pod is being drained' },
+    ...(input.fleetStore ? [input.fleetStore] : []),
   ];
+}
+
+/** Pods named in a message: the first few, then how many more (a message stays short at 1000 pods). */
+const MAX_NAMED_PODS = 5;
+function podList(pods: readonly string[]): string {
+  const named = pods.slice(0, MAX_NAMED_PODS).join(', ');
+  return pods.length > MAX_NAMED_PODS ? `${named} and ${pods.length - MAX_NAMED_PODS} more` : named;
+}
+/** "2 of 3 ready pods (mail-0, mail-1)". */
+const someOf = (pods: readonly PodFleetAnswer[], of: number) =>
+  `${pods.length} of ${of} ready pods (${podList(pods.map((a) => a.pod))})`;
+
+/** The store's address for messages: the URL (the API forbids credentials in it; stripped all the same). */
+function storeName(url: string): string {
+  return url.replace(/^(rediss?:\/\/)[^@/]*@/, '$1');
+}
+
+/**
+ * The FleetStore condition from the ready pods' answers to GET /fleet (in ordinal order). Degraded (a
+ * ready pod decides alone because the store is down or slow) is False; it leaves Ready and Degraded alone,
+ * since mail keeps flowing. A pod that could not be asked (no IP, HTTP error, timeout) is named but does
+ * not change what the pods that answered say, so one transient error does not flip the fleet; when no pod
+ * answers, the state is Unknown (NoAnswer): the operator cannot tell, which is not the store's fault. Pods
+ * still on a config without the store (answering per_pod) are Pending: the config reload is on its way.
+ * Messages carry no timestamps or counters that move by themselves, so a steady fleet writes nothing.
+ */
+export function fleetStoreCondition(
+  relay: SmtpRelay,
+  answers: readonly PodFleetAnswer[] | undefined,
+): ConditionInput {
+  const type = 'FleetStore';
+  const fs = relay.spec.fleetStore;
+  if (!fs)
+    return {
+      type,
+      status: 'False',
+      reason: 'PerPod',
+      message: 'no fleetStore: each pod enforces its rate limits, shaping and suppression list alone',
+    };
+  const store = storeName(fs.url);
+  const list = answers ?? [];
+  if (list.length === 0)
+    return {
+      type,
+      status: 'Unknown',
+      reason: 'Pending',
+      message: `no ready pod yet to ask whether it reaches the fleet store at ${store}`,
+    };
+  const degraded = list.filter((a) => a.answer?.state === 'degraded');
+  const perPod = list.filter((a) => a.answer?.state === 'per_pod');
+  const shared = list.filter((a) => a.answer?.state === 'shared');
+  const unasked = list.filter((a) => !a.answer);
+  const notes = [
+    ...(perPod.length && degraded.length
+      ? [`${podList(perPod.map((a) => a.pod))} not yet on a config with the store`]
+      : []),
+    ...(unasked.length && unasked.length < list.length
+      ? [`could not ask ${podList(unasked.map((a) => a.pod))}: ${unasked[0]!.error}`]
+      : []),
+  ];
+  const tail = notes.length ? `; ${notes.join('; ')}` : '';
+  if (degraded.length)
+    return {
+      type,
+      status: 'False',
+      reason: 'Degraded',
+      message: `${someOf(degraded, list.length)} cannot use the fleet store at ${store} and enforce rate limits, shaping and the suppression list alone: ${degraded[0]!.answer!.error ?? 'no cause given'}${tail}`,
+    };
+  if (perPod.length)
+    return {
+      type,
+      status: 'Unknown',
+      reason: 'Pending',
+      message: `${someOf(perPod, list.length)} still decide alone: their config does not name the fleet store at ${store} yet${tail}`,
+    };
+  if (shared.length)
+    return {
+      type,
+      status: 'True',
+      reason: 'Shared',
+      message: `${shared.length} of ${list.length} ready pods share rate limits, shaping and the suppression list through ${store}${tail}`,
+    };
+  return {
+    type,
+    status: 'Unknown',
+    reason: 'NoAnswer',
+    message: `no ready pod answered GET /fleet (${podList(unasked.map((a) => a.pod))}): ${unasked[0]!.error}`,
+  };
+}
+
+/**
+ * The Event for a FleetStore change, beside RELAY_TRANSITIONS (which keys Events on status changes, and
+ * PerPod to Degraded is False to False): a Warning when the fleet becomes degraded, Normal when it shares
+ * again. Message changes while degraded are in status only.
+ */
+export function fleetStoreEvent(
+  before: Condition | undefined,
+  after: Condition | undefined,
+): { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined {
+  if (!after || before?.reason === after.reason) return undefined;
+  if (after.reason === 'Degraded')
+    return { type: 'Warning', reason: 'FleetStoreDegraded', message: after.message };
+  if (before?.reason === 'Degraded' && after.reason === 'Shared')
+    return { type: 'Normal', reason: 'FleetStoreShared', message: after.message };
+  return undefined;
 }
 
 export function computeStatus(input: StatusInput, previous: SmtpRelayStatus | undefined): SmtpRelayStatus {

@@ -131,6 +131,8 @@ test('kubectl apply of the examples: every child exists, owned by its SmtpRelay,
       observedGeneration: relay.metadata.generation,
     });
   expect(conditionOf(relay, 'TLSReady')).toMatchObject({ status: 'True', reason: 'CertificateReady' });
+  // The example has no fleetStore: each pod counts alone, and status says so.
+  expect(conditionOf(relay, 'FleetStore')).toMatchObject({ status: 'False', reason: 'PerPod' });
 
   for (const child of OWNED_BY_RELAY) expectControlledBy(await mustGet(child), relay);
 
@@ -195,8 +197,8 @@ test('the MailDomain becomes Ready, lists its DNS records, and finds them once t
 test('kubectl get shows the printer columns; short names and the mailfleet category work', async () => {
   const relays = await k.kubectl(['get', 'smtprelays', '-n', ns]);
   const [header, row] = relays.stdout.trim().split('\n');
-  expect(header!.split(/\s+/)).toEqual(['NAME', 'REPLICAS', 'READY', 'STATUS', 'REASON', 'AGE']);
-  expect(row!.split(/\s+/).slice(0, 5)).toEqual([RELAY, '2', '2', 'True', 'Ready']);
+  expect(header!.split(/\s+/)).toEqual(['NAME', 'REPLICAS', 'READY', 'STATUS', 'REASON', 'FLEET', 'AGE']);
+  expect(row!.split(/\s+/).slice(0, 6)).toEqual([RELAY, '2', '2', 'True', 'Ready', 'PerPod']);
   const wide = await k.kubectl(['get', 'smtpr', RELAY, '-n', ns, '-o', 'wide']);
   expect(wide.stdout).toContain('ENDPOINT');
   expect(wide.stdout).toContain(`${RELAY}.${ns}.svc`);

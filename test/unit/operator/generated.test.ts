@@ -28,6 +28,7 @@ function setup() {
   const relays = new SmtpRelayReconciler(ctx, {
     image: 'img:1',
     drain: { status: () => Promise.reject(new Error('no pods')), start: () => Promise.resolve() },
+    fleet: { fleetState: () => Promise.reject(new Error('no pods')) },
     drainPollMs: 5000,
   });
   const domains = new MailDomainReconciler(ctx, {

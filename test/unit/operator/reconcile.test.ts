@@ -7,6 +7,7 @@ import type { EventRecorder } from '../../../operator/runtime/events.js';
 import { silentLogger } from '../../../operator/runtime/logger.js';
 import { SmtpRelayReconciler } from '../../../operator/smtprelay/controller.js';
 import type { DrainClient, DrainStatus } from '../../../operator/smtprelay/drain-client.js';
+import type { FleetAnswer, FleetClient } from '../../../operator/smtprelay/fleet-client.js';
 import { FakeClock } from '../../helpers/fake-clock.js';
 import { FakeApi } from './fake-api.js';
 import { ApiError } from '../../../operator/runtime/kube.js';
@@ -30,6 +31,18 @@ class FakeDrain implements DrainClient {
   }
 }
 
+/** Pods' answers to GET /fleet by admin address; an address without one refuses the connection. */
+class FakeFleet implements FleetClient {
+  answers = new Map<string, FleetAnswer | Error>();
+  asked: string[] = [];
+  fleetState(address: string) {
+    this.asked.push(address);
+    const a = this.answers.get(address);
+    if (a instanceof Error) return Promise.reject(a);
+    return a ? Promise.resolve(a) : Promise.reject(new Error(`connect ECONNREFUSED ${address}`));
+  }
+}
+
 function setup(drainNetworks?: string[]) {
   const api = new FakeApi();
   const clock = new FakeClock();
@@ -48,9 +61,11 @@ function setup(drainNetworks?: string[]) {
     refs: new ReferenceIndex(),
   };
   const drain = new FakeDrain();
+  const fleet = new FakeFleet();
   const relays = new SmtpRelayReconciler(ctx, {
     image: 'img:1',
     drain,
+    fleet,
     drainPollMs: 5000,
     drainNetworks: drainNetworks ? parseNetworks(drainNetworks).networks : undefined,
   });
@@ -62,7 +77,7 @@ function setup(drainNetworks?: string[]) {
     await domains.dnsChecker.idle();
     return domains.reconcile(key);
   };
-  return { api, clock, ctx, drain, relays, domains, events, settle };
+  return { api, clock, ctx, drain, fleet, relays, domains, events, settle };
 }
 
 const tlsSecret = {
@@ -363,6 +378,187 @@ describe('SmtpRelay reconcile', () => {
     await relays.reconcile('apps/mail');
     expect(api.find('SmtpRelay', 'apps', 'mail')!.metadata!.finalizers).toBeUndefined();
   }, 30_000);
+});
+
+describe('SmtpRelay FleetStore condition', () => {
+  const STORE = 'redis://valkey.infra.svc:6379';
+  const storePw = {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: 'valkey', namespace: 'apps' },
+    data: { password: b64('hunter2') },
+  };
+  const withStore = { fleetStore: { url: STORE, passwordSecretRef: { name: 'valkey' } } };
+
+  /** A relay whose StatefulSet has rolled out and whose `n` pods are ready on 10.0.0.<i>. */
+  async function running(env: ReturnType<typeof setup>, spec: any, n = 3) {
+    const { api, relays } = env;
+    api.put(tlsSecret);
+    api.put(storePw);
+    api.put(relayObj({ replicas: n, ...spec }));
+    await relays.reconcile('apps/mail');
+    const sts = api.find('StatefulSet', 'apps', 'mail') as any;
+    api.put({
+      ...sts,
+      status: {
+        replicas: n,
+        readyReplicas: n,
+        updatedReplicas: n,
+        observedGeneration: sts.metadata.generation,
+      },
+    });
+    for (let i = 0; i < n; i++)
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: `mail-${i}`, namespace: 'apps', labels: { 'app.kubernetes.io/instance': 'mail' } },
+        status: { podIP: `10.0.0.${i}`, conditions: [{ type: 'Ready', status: 'True' }] },
+      });
+  }
+  const fleetCond = (api: FakeApi) => cond(api.find('SmtpRelay', 'apps', 'mail'), 'FleetStore');
+  const statusWrites = (api: FakeApi) => api.writes.filter((w) => w.includes('/status'));
+
+  it('without fleetStore says the pods count alone, asks no pod and does not poll', async () => {
+    const env = setup();
+    await running(env, {});
+    const res = await env.relays.reconcile('apps/mail');
+    expect(fleetCond(env.api)).toMatchObject({
+      status: 'False',
+      reason: 'PerPod',
+      message: 'no fleetStore: each pod enforces its rate limits, shaping and suppression list alone',
+    });
+    expect(env.fleet.asked).toEqual([]);
+    expect(res).toEqual({});
+  });
+
+  it('pods sharing the store: Shared naming the URL, not the password; polled every 30 s, zero writes while nothing changes', async () => {
+    const env = setup();
+    const { api, relays, fleet, events } = env;
+    await running(env, withStore);
+    for (let i = 0; i < 3; i++) fleet.answers.set(`10.0.0.${i}:9091`, { state: 'shared' });
+    expect(await relays.reconcile('apps/mail')).toEqual({ requeueAfterMs: 30_000 });
+    const c = fleetCond(api);
+    expect(c).toMatchObject({
+      status: 'True',
+      reason: 'Shared',
+      message: `3 of 3 ready pods share rate limits, shaping and the suppression list through ${STORE}`,
+    });
+    expect(JSON.stringify(api.find('SmtpRelay', 'apps', 'mail'))).not.toContain('hunter2');
+    expect(cond(api.find('SmtpRelay', 'apps', 'mail'), 'Ready')).toMatchObject({ status: 'True' });
+
+    // The next polls ask every pod again and, the answers being the same, write nothing.
+    api.writes = [];
+    fleet.asked = [];
+    expect(await relays.reconcile('apps/mail')).toEqual({ requeueAfterMs: 30_000 });
+    await relays.reconcile('apps/mail');
+    expect(fleet.asked).toHaveLength(6);
+    expect(api.writes).toEqual([]);
+    expect(events.filter((e) => e.reason.startsWith('FleetStore'))).toEqual([]);
+  });
+
+  it('a pod that decides alone: Degraded naming it and why, a Warning Event, Ready untouched; recovery is a Normal Event', async () => {
+    const env = setup();
+    const { api, relays, fleet, events } = env;
+    await running(env, withStore);
+    for (let i = 0; i < 3; i++) fleet.answers.set(`10.0.0.${i}:9091`, { state: 'shared' });
+    await relays.reconcile('apps/mail');
+
+    fleet.answers.set('10.0.0.1:9091', { state: 'degraded', error: 'connect ETIMEDOUT 10.96.0.20:6379' });
+    await relays.reconcile('apps/mail');
+    const r = api.find('SmtpRelay', 'apps', 'mail');
+    expect(cond(r, 'FleetStore')).toMatchObject({
+      status: 'False',
+      reason: 'Degraded',
+      message: `1 of 3 ready pods (mail-1) cannot use the fleet store at ${STORE} and enforce rate limits, shaping and the suppression list alone: connect ETIMEDOUT 10.96.0.20:6379`,
+    });
+    // Mail keeps flowing: the fleet is not unready, nor Degraded as a relay.
+    expect(cond(r, 'Ready')).toMatchObject({ status: 'True' });
+    expect(cond(r, 'Degraded')).toMatchObject({ status: 'False' });
+    expect(events.filter((e) => e.reason.startsWith('FleetStore'))).toEqual([
+      { type: 'Warning', reason: 'FleetStoreDegraded', message: cond(r, 'FleetStore').message },
+    ]);
+
+    // Still degraded, same answers: nothing written, no second Event.
+    api.writes = [];
+    await relays.reconcile('apps/mail');
+    expect(api.writes).toEqual([]);
+
+    fleet.answers.set('10.0.0.1:9091', { state: 'shared' });
+    await relays.reconcile('apps/mail');
+    expect(fleetCond(api)).toMatchObject({ status: 'True', reason: 'Shared' });
+    expect(events.filter((e) => e.reason.startsWith('FleetStore')).map((e) => [e.type, e.reason])).toEqual([
+      ['Warning', 'FleetStoreDegraded'],
+      ['Normal', 'FleetStoreShared'],
+    ]);
+  });
+
+  it('a pod that cannot be asked is named but does not flip a sharing fleet; when none answers the state is Unknown', async () => {
+    const env = setup();
+    const { api, relays, fleet, events } = env;
+    await running(env, withStore);
+    fleet.answers.set('10.0.0.0:9091', { state: 'shared' });
+    fleet.answers.set('10.0.0.1:9091', { state: 'shared' });
+    fleet.answers.set('10.0.0.2:9091', new Error('GET /fleet on 10.0.0.2:9091: HTTP 503'));
+    await relays.reconcile('apps/mail');
+    expect(fleetCond(api)).toMatchObject({
+      status: 'True',
+      reason: 'Shared',
+      message: `2 of 3 ready pods share rate limits, shaping and the suppression list through ${STORE}; could not ask mail-2: GET /fleet on 10.0.0.2:9091: HTTP 503`,
+    });
+
+    fleet.answers.clear();
+    await relays.reconcile('apps/mail');
+    expect(fleetCond(api)).toMatchObject({
+      status: 'Unknown',
+      reason: 'NoAnswer',
+      message:
+        'no ready pod answered GET /fleet (mail-0, mail-1, mail-2): connect ECONNREFUSED 10.0.0.0:9091',
+    });
+    expect(events.filter((e) => e.reason.startsWith('FleetStore'))).toEqual([]);
+  });
+
+  it('no ready pod yet: Pending; pods outside --drain-networks are not contacted', async () => {
+    const env = setup(['127.0.0.0/8']);
+    const { api, relays, fleet } = env;
+    api.put(tlsSecret);
+    api.put(storePw);
+    api.put(relayObj(withStore));
+    await relays.reconcile('apps/mail');
+    env.clock.advance(STATUS_GRACE_MS);
+    expect(await relays.reconcile('apps/mail')).toEqual({ requeueAfterMs: 30_000 });
+    expect(fleetCond(api)).toMatchObject({
+      status: 'Unknown',
+      reason: 'Pending',
+      message: `no ready pod yet to ask whether it reaches the fleet store at ${STORE}`,
+    });
+
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'mail-0', namespace: 'apps', labels: { 'app.kubernetes.io/instance': 'mail' } },
+      status: { podIP: '10.244.0.7', conditions: [{ type: 'Ready', status: 'True' }] },
+    });
+    await relays.reconcile('apps/mail');
+    expect(fleet.asked).toEqual([]);
+    expect(fleetCond(api)).toMatchObject({ status: 'Unknown', reason: 'NoAnswer' });
+    expect(fleetCond(api).message).toContain('pod IP 10.244.0.7 is outside --drain-networks');
+  });
+
+  it('removing fleetStore goes back to PerPod and stops polling', async () => {
+    const env = setup();
+    const { api, relays, fleet } = env;
+    await running(env, withStore, 1);
+    fleet.answers.set('10.0.0.0:9091', { state: 'shared' });
+    await relays.reconcile('apps/mail');
+    expect(fleetCond(api)).toMatchObject({ reason: 'Shared' });
+    const r = api.find('SmtpRelay', 'apps', 'mail') as any;
+    api.put({ ...r, spec: { ...r.spec, fleetStore: undefined } });
+    fleet.asked = [];
+    expect(await relays.reconcile('apps/mail')).toEqual({});
+    expect(fleet.asked).toEqual([]);
+    expect(fleetCond(api)).toMatchObject({ status: 'False', reason: 'PerPod' });
+    expect(statusWrites(api).length).toBeGreaterThan(0);
+  });
 });
 
 describe('MailDomain reconcile', () => {
