@@ -5,7 +5,7 @@
  * opens a new store and closes the old one; the seams always use the current one.
  *
  * Diagnostics: mailfleet_relay_fleet_state (one-hot), mailfleet_relay_fleet_store_fallbacks_total
- * (decisions made here because a configured store did not answer), a log line per state change.
+ * (decisions made here because a configured store did not answer); the store logs its transitions.
  */
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -95,7 +95,7 @@ export class Fleet {
 
   private store(inputs: StoreInputs): FleetStore {
     const { config } = inputs;
-    return new FleetStore({
+    const store = new FleetStore({
       url: config.url,
       ...(inputs.username !== undefined ? { username: inputs.username } : {}),
       ...(inputs.password !== undefined ? { password: inputs.password } : {}),
@@ -106,10 +106,13 @@ export class Fleet {
       timeoutMs: config.timeoutMs,
       clientName: os.hostname(),
       log: this.log,
-      onOperation: (_op, result, _seconds) => {
-        if (result === 'error' || result === 'timeout') this.lastError = `fleet store ${result}`;
-      },
     });
+    // The reason is the store's own words ("connect ECONNREFUSED host:port"): stable while the cause
+    // lasts, so the operator's condition built from it does not change with every poll.
+    store.onStateChange((state, reason) => {
+      if (state === 'degraded') this.lastError = reason.slice(0, 300);
+    });
+    return store;
   }
 
   private changed(mode: FleetMode): void {
@@ -117,10 +120,12 @@ export class Fleet {
     for (const s of FleetStates) this.metrics.fleetState.set({ state: s }, s === state ? 1 : 0);
     this.since = new Date();
     if (mode === 'fleet') this.lastError = undefined;
-    const store = this.inputs && new URL(this.inputs.config.url).host;
-    if (mode === 'degraded')
-      this.log.warn({ event: 'fleet_degraded', store }, 'fleet store unreachable: this pod decides alone');
-    else this.log.info({ event: `fleet_${state}`, store }, `fleet state: ${state}`);
+    // The store logs its own transitions (with the cause); without one, say once that limits are per pod.
+    if (mode === 'local')
+      this.log.info(
+        { event: 'fleet_per_pod' },
+        'no fleetStore: rate limits, shaping and suppression are per pod',
+      );
   }
 
   report(): FleetReport {
