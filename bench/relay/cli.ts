@@ -20,6 +20,10 @@
  *   --variant NAME=JSON   one more mailfleet target, "mailfleet[NAME]", run interleaved with the others
  *                         for A/B comparisons: {"env":{..},"config":{..},"nodeArgs":[..],"cli":"path",
  *                         "workers":N} (workers: the prototype relay/prototype-relay.ts)
+ *   --fleet-store         issue 14's side-by-side: starts a redis-server on loopback and adds two
+ *                         targets with the same limits set above the load (a sender-domain rate, site
+ *                         shaping): "mailfleet[limits per pod]" and "mailfleet[fleet store]"; writes its
+ *                         own section of RESULTS.md (bench:relay-fleet). Needs redis-server (Debian).
  *   --keep                keep every run's directory (logs, queues) under the work directory
  *
  * Needs: Postfix's smtp-source and smtp-sink (Debian package postfix), root for the private Postfix
@@ -32,7 +36,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { exitOnSignals, repoRoot, runMain } from '../lib/proc.js';
 import { runRelayBench, type Mode } from './bench.js';
-import { consoleSummary, markdown, replaceSection, type Machine } from './report.js';
+import { startRedis } from '../../test/helpers/redis.js';
+import { consoleSummary, FLEET_TARGETS, markdown, replaceSection, type Machine } from './report.js';
 import { bareSmtpServer, deepMerge, direct, haraka, mailfleet, postfix, type Target } from './targets.js';
 
 function sh(cmd: string, args: string[], cwd?: string): string {
@@ -111,6 +116,7 @@ async function main(): Promise<number> {
       set: { type: 'string', multiple: true, default: [] },
       variant: { type: 'string', multiple: true, default: [] },
       keep: { type: 'boolean', default: false },
+      'fleet-store': { type: 'boolean', default: false },
     },
   });
   const root = repoRoot();
@@ -130,7 +136,10 @@ async function main(): Promise<number> {
     o[keys.at(-1)!] = JSON.parse(kv.slice(i + 1));
   }
   const targets: Target[] = [];
-  for (const t of values.targets.split(',').map((s) => s.trim())) {
+  for (const t of values.targets
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     if (t === 'mailfleet')
       targets.push(
         mailfleet({
@@ -175,6 +184,29 @@ async function main(): Promise<number> {
       }),
     );
   }
+  const redis = values['fleet-store'] ? await startRedis() : undefined;
+  if (redis) {
+    // Every limit the store serves is on, each far above the load, so nothing is refused or held: what
+    // differs is only where it is counted.
+    const limits = {
+      limits: { messagesPerMinutePerSenderDomain: 100_000_000 },
+      delivery: { shaping: { maxConnections: 1000, messagesPerMinute: 100_000_000 } },
+    };
+    for (const [label, extra] of [
+      [FLEET_TARGETS.off, {}],
+      [FLEET_TARGETS.on, { fleetStore: { url: redis.url, keyPrefix: 'mailfleet:bench:' } }],
+    ] as const)
+      targets.push(
+        mailfleet({
+          label,
+          cli: relayCli,
+          env,
+          nodeArgs: values['node-arg'],
+          config: deepMerge(deepMerge(overrides, limits), extra),
+          version: mailfleetVersion(root),
+        }),
+      );
+  }
   const load = {
     sessions: Number(values.sessions),
     messages: Number(values.messages),
@@ -208,7 +240,7 @@ async function main(): Promise<number> {
       : { connections: Number(values['idle-connections']), messages: Number(values['idle-messages']) },
     keep: values.keep,
     log: say,
-  });
+  }).finally(() => redis?.stop());
   const versions = targets.map((t) => `${t.name}: ${t.version()}`);
   const input = {
     result,
@@ -220,12 +252,14 @@ async function main(): Promise<number> {
     machine: machine(root, workDir, result.loadavg, versions),
     command: `npm run bench:relay${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
     targets: targets.map((t) => ({ name: t.name, version: t.version(), describe: t.describe() })),
+    fleet: values['fleet-store'],
   };
   console.log(consoleSummary(input));
   if (!values['no-results']) {
     const file = path.resolve(root, values.results);
     const doc = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
-    fs.writeFileSync(file, replaceSection(doc, 'bench:relay', markdown(input)));
+    const section = values['fleet-store'] ? 'bench:relay-fleet' : 'bench:relay';
+    fs.writeFileSync(file, replaceSection(doc, section, markdown(input)));
     say(`wrote ${path.relative(root, file)}`);
   }
   if (!values.keep) fs.rmSync(workDir, { recursive: true, force: true });

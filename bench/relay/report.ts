@@ -219,6 +219,27 @@ export function verdictText(v: readonly Verdict[]): string {
     .join('\n');
 }
 
+/** The two targets of a `--fleet-store` run: the same limits, counted per pod and in the shared store. */
+export const FLEET_TARGETS = { off: 'mailfleet[limits per pod]', on: 'mailfleet[fleet store]' } as const;
+
+/** Issue 14's target: with the shared store on, at most 10% less delivered than with it off. */
+export function fleetVerdictText(summaries: readonly Summary[], modes: readonly Mode[]): string {
+  return modes
+    .map((mode) => {
+      const get = (t: string) => summaries.find((s) => s.mode === mode && s.target === t);
+      const on = get(FLEET_TARGETS.on);
+      const off = get(FLEET_TARGETS.off);
+      const r = (on?.delivered.median ?? NaN) / (off?.delivered.median ?? NaN);
+      const cpu = (on?.cpuPerMsgMs.median ?? NaN) / (off?.cpuPerMsgMs.median ?? NaN);
+      return (
+        `- ${MODE_TITLE[mode]}: with the fleet store mailfleet delivers ${Number.isFinite(r) ? r.toFixed(2) : '–'}× ` +
+        `what it delivers without it (target ≥ 0.90×), at ${Number.isFinite(cpu) ? cpu.toFixed(2) : '–'}× the CPU per message: ` +
+        `**${r >= 0.9 ? 'met' : 'not met'}**`
+      );
+    })
+    .join('\n');
+}
+
 export interface ReportInput {
   result: RelayBenchResult;
   modes: Mode[];
@@ -229,13 +250,19 @@ export interface ReportInput {
   machine: Machine;
   command: string;
   targets: { name: string; version: string; describe: string }[];
+  /** A `--fleet-store` run: its own title and verdict (the store on against off). */
+  fleet?: boolean;
 }
 
 export function markdown(input: ReportInput): string {
   const { result, machine } = input;
   const summaries = summarise(result.runs);
   const out: string[] = [];
-  out.push(`## Relay: mailfleet, Postfix and Haraka under the same load`);
+  out.push(
+    input.fleet
+      ? '## Relay: the fleet store on and off, under the same load'
+      : `## Relay: mailfleet, Postfix and Haraka under the same load`,
+  );
   out.push('');
   out.push(
     `Run ${machine.date}, ${((result.finishedAt.getTime() - result.startedAt.getTime()) / 60000).toFixed(0)} minutes. ` +
@@ -246,7 +273,9 @@ export function markdown(input: ReportInput): string {
       `load, MAIL FROM → 250 after DATA. CPU and peak RSS: the relay's whole process tree over the measured window.`,
   );
   out.push('');
-  out.push(verdictText(verdicts(summaries, input.modes)));
+  out.push(
+    input.fleet ? fleetVerdictText(summaries, input.modes) : verdictText(verdicts(summaries, input.modes)),
+  );
   for (const mode of input.modes) {
     out.push('');
     out.push(`### ${MODE_TITLE[mode]}`);
@@ -312,7 +341,9 @@ export function consoleSummary(input: ReportInput): string {
   if (input.result.large.length) out.push(`\nlarge messages:\n${largeTable(input.result)}`);
   if (input.result.idle.length) out.push(`\nidle connections:\n${idleTable(input.result)}`);
   out.push('');
-  out.push(verdictText(verdicts(summaries, input.modes)));
+  out.push(
+    input.fleet ? fleetVerdictText(summaries, input.modes) : verdictText(verdicts(summaries, input.modes)),
+  );
   return out.join('\n');
 }
 
