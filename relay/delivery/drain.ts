@@ -194,22 +194,30 @@ export class Drainer {
     }
   }
 
+  /**
+   * Hands `entries` over, `parallel` at a time. A failure stops new hand-offs, but the pass returns (and
+   * rethrows it) only once every hand-off in flight has ended: none may write after stop() returned.
+   */
   private async pass(entries: SpoolEntry[]): Promise<void> {
     let next = 0;
+    let failed: { err: unknown } | undefined;
     const worker = async () => {
-      while (next < entries.length && !this.stopped && this.peers.length > 0) {
+      while (!failed && next < entries.length && !this.stopped && this.peers.length > 0) {
         const { id } = entries[next++]!;
         // undefined: gone, or a queue tool is changing it right now (the next pass sees it again)
         const entry = this.opts.queue.beginHandOff(id);
         if (!entry) continue;
         try {
           await this.handOne(entry);
+        } catch (err) {
+          failed ??= { err };
         } finally {
           this.opts.queue.endHandOff(id);
         }
       }
     };
     await Promise.all(Array.from({ length: this.opts.parallel ?? 8 }, worker));
+    if (failed) throw failed.err;
   }
 
   private async handOne(entry: SpoolEntry): Promise<void> {

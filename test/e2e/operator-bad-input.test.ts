@@ -271,6 +271,41 @@ test('an SmtpRelay whose user password Secret is missing, then lacks its key, th
   expect(users).not.toContain('s3cret-password');
 });
 
+test('an SmtpRelay whose fleet store password Secret is missing says so; once it exists the pods get the store', async () => {
+  await k.apply(
+    relay('fleet', {
+      replicas: 1,
+      fleetStore: {
+        url: 'redis://valkey.infra.svc:6379/1',
+        passwordSecretRef: { name: 'valkey-auth', key: 'password' },
+      },
+    }),
+    { namespace: ns },
+  );
+  const missing = await op.waitForCondition('smtprelay/fleet', 'Degraded', {
+    status: 'True',
+    reason: 'SecretNotFound',
+  });
+  expect(conditionOf(missing, 'Degraded')?.message).toBe(
+    `Secret valkey-auth (spec.fleetStore.passwordSecretRef) does not exist in namespace ${ns}; create it`,
+  );
+  expect(await get('statefulset/fleet')).toBeUndefined();
+
+  await k.apply(secret('valkey-auth', { password: 'v4lkey-secret\n' }), { namespace: ns });
+  await op.waitForCondition('smtprelay/fleet', 'Degraded', { status: 'False', reason: 'AsExpected' });
+  const config = await relayConfigOf('fleet');
+  expect(config.fleetStore).toEqual({
+    url: 'redis://valkey.infra.svc:6379/1',
+    passwordFile: '/etc/mailfleet/fleet-store-password',
+    keyPrefix: `mailfleet:${ns}/fleet:`,
+    timeoutMs: 250,
+  });
+  const runtime = (await get('secret/fleet-runtime'))?.data as Record<string, string>;
+  expect(Buffer.from(runtime['fleet-store-password']!, 'base64').toString()).toBe('v4lkey-secret');
+  const cm = await get('configmap/fleet-config');
+  expect(JSON.stringify(cm)).not.toContain('v4lkey-secret');
+});
+
 test('examples/smtprelay-smarthost.yaml without cert-manager and its credentials Secret: both problems are named', async () => {
   await k.kubectl(['apply', '-n', ns, '-f', path.join(EXAMPLES_DIR, 'smtprelay-smarthost.yaml')]);
   const blocked = await op.waitForCondition('smtprelay/outbound', 'Degraded', {

@@ -264,3 +264,36 @@ test('a drain loop that fails says so, counts it, lets the queue deliver, and st
   await until(() => drainer!.status().state === 'drained');
   expect(drainer.status()).toEqual({ state: 'drained', queued: 0, handedOff: 1, delivered: 0, failed: 0 });
 });
+
+test('a hand-off that fails ends the pass only after the others in flight ended (none writes after it)', async () => {
+  const first = await accept(['a@x.test']);
+  const second = await accept(['b@x.test']);
+  queue.start();
+  await until(() => queue.counts().waiting === 2);
+  let answerSecond!: () => void;
+  const secondAnswered = new Promise<void>((resolve) => (answerSecond = resolve));
+  let calls = 0;
+  drainer = new Drainer({
+    spool,
+    queue,
+    metrics,
+    clock,
+    parallel: 2,
+    setDraining: (on) => draining.push(on),
+    handOff: async (entry, rcpts) => {
+      calls++;
+      if (entry.id === first) throw new Error('peer password unreadable');
+      await secondAnswered;
+      return rcpts.map((r) => fromReply(r, '250 ok'));
+    },
+  });
+  drainer.start(['p1:587']);
+  await until(() => calls === 2);
+  for (let i = 0; i < 100; i++) await new Promise((r) => setImmediate(r));
+  expect(drainer.status().state).toBe('draining'); // the second hand-off is still out
+  answerSecond();
+  await until(() => drainer!.status().state === 'failed');
+  expect(drainer.status()).toMatchObject({ error: 'peer password unreadable', handedOff: 1 });
+  expect(spool.get(second)).toBeUndefined(); // its removal happened before the loop reported
+  expect(spool.get(first)).toBeDefined();
+});
