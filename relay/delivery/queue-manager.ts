@@ -61,6 +61,7 @@ import {
   siteLimits,
   siteWithoutDns,
   type ShapingGate,
+  type ShapingLimit,
   type Site,
   type SiteLimits,
 } from './sites.js';
@@ -149,8 +150,6 @@ interface Job {
   /** Limits this job was held back by (each counted once in site_shaping_deferrals_total). */
   heldBy: Set<ShapingLimit>;
 }
-
-type ShapingLimit = 'connections' | 'rate';
 
 interface SiteQueue {
   site: Site;
@@ -622,8 +621,8 @@ export class QueueManager extends EventEmitter<QueueEvents> {
   // ── one job: one destination group of one message ──────────────────────────────────────────────
 
   /**
-   * Asks the gate for a connection slot at the job's site, then for a message of its rate; delivers
-   * when both say yes. Refused: the job goes back to the head of its site's queue and the site is held.
+   * Asks the gate for a connection slot at the job's site together with a message of its rate;
+   * delivers when admitted. Refused: the job goes back to the head of its site's queue and the site is held.
    * The job counts in its site's `running` from nextJob() on, so jobs asking at once stay within the
    * site's limit on this pod.
    */
@@ -634,12 +633,13 @@ export class QueueManager extends EventEmitter<QueueEvents> {
     let slot: { release(): void } | null = null;
     let refused: { limit: ShapingLimit; retryAfterMs: number } | undefined;
     try {
-      slot = await this.gate.acquire(job.site.key, limits.maxConnections);
-      if (!slot) refused = { limit: 'connections', retryAfterMs: this.recheckMs };
-      else if (limits.messagesPerMinute > 0) {
-        const rate = await this.gate.takeRate(job.site.key, limits.messagesPerMinute);
-        if (!rate.allowed) refused = { limit: 'rate', retryAfterMs: rate.retryAfterMs };
-      }
+      const admission = await this.gate.admit(job.site.key, limits.maxConnections, limits.messagesPerMinute);
+      if ('slot' in admission) slot = admission.slot;
+      else
+        refused = {
+          limit: admission.refused,
+          retryAfterMs: admission.refused === 'rate' ? admission.retryAfterMs : this.recheckMs,
+        };
     } catch (err) {
       this.log.warn({ site: limits.label, err: String(err) }, 'shaping gate failed; the site waits');
       refused = { limit: 'connections', retryAfterMs: this.recheckMs };

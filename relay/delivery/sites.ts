@@ -21,6 +21,7 @@
  * per-pod one.
  */
 import type { ShapingConfig } from '../config/schema.js';
+import type { ShapingLimits } from '../metrics.js';
 import { RateLimiter } from '../policy/rate-limit.js';
 import type { MailHostsLookup } from './mx.js';
 import type { DeliveryGroup } from './router.js';
@@ -96,11 +97,19 @@ export function siteLimits(shaping: ShapingConfig, names: readonly string[]): Si
  * store): the queue manager never assumes they settle at once, and counts a job against its site's
  * local limit from before it asks until its delivery ends.
  */
+/** What held a delivery back: the site's connections or its rate. */
+export type ShapingLimit = (typeof ShapingLimits)[number];
+
+/** A delivery's admission at a site: its connection slot, or which limit refused it and when to ask again. */
+export type Admission = { slot: { release(): void } } | { refused: ShapingLimit; retryAfterMs: number };
+
 export interface ShapingGate {
-  /** A connection slot at `site`, limit shared by the fleet (or per pod); null when the site is at its limit. */
-  acquire(site: string, limit: number): Promise<{ release(): void } | null>;
-  /** One message to `site` within `perMinute` (0: unlimited). Refused: when to ask again. */
-  takeRate(site: string, perMinute: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /**
+   * A connection slot at `site` (at most `maxConnections`, shared by the fleet or per pod) and, when
+   * perMinute > 0, one message of the site's rate: both or neither. retryAfterMs 0: ask again when a
+   * slot frees or after the re-check interval.
+   */
+  admit(site: string, maxConnections: number, perMinute: number): Promise<Admission>;
 }
 
 /** This pod's own counts: a slot counter and a token bucket (rate-limit.ts) per site. */
@@ -108,24 +117,24 @@ export function localShapingGate(now: () => number = Date.now): ShapingGate {
   const inUse = new Map<string, number>();
   const rates = new RateLimiter(now);
   return {
-    acquire(site, limit) {
+    admit(site, maxConnections, perMinute) {
       const n = inUse.get(site) ?? 0;
-      if (n >= limit) return Promise.resolve(null);
+      if (n >= maxConnections) return Promise.resolve({ refused: 'connections', retryAfterMs: 0 });
+      const rate = rates.take(site, perMinute);
+      if (!rate.allowed) return Promise.resolve({ refused: 'rate', retryAfterMs: rate.retryAfterMs });
       inUse.set(site, n + 1);
       let released = false;
       return Promise.resolve({
-        release() {
-          if (released) return;
-          released = true;
-          const left = (inUse.get(site) ?? 1) - 1;
-          if (left > 0) inUse.set(site, left);
-          else inUse.delete(site);
+        slot: {
+          release() {
+            if (released) return;
+            released = true;
+            const left = (inUse.get(site) ?? 1) - 1;
+            if (left > 0) inUse.set(site, left);
+            else inUse.delete(site);
+          },
         },
       });
-    },
-    takeRate(site, perMinute) {
-      const { allowed, retryAfterMs } = rates.take(site, perMinute);
-      return Promise.resolve({ allowed, retryAfterMs });
     },
   };
 }

@@ -166,14 +166,11 @@ export class Fleet {
 
   /** The seam the queue manager's shaping calls (relay/delivery/sites.ts): leases and rates per site. */
   readonly gate: ShapingGate = {
-    acquire: async (site, limit) => {
-      const lease = await this.state.acquireLease('site', site, limit);
-      if (!lease) return null;
-      this.counted('lease', lease);
-      return { release: () => void lease.release() };
+    admit: async (site, maxConnections, perMinute) => {
+      const a = this.counted('lease', await this.state.admit('site', site, maxConnections, perMinute));
+      if ('refused' in a) return { refused: a.refused, retryAfterMs: a.retryAfterMs };
+      return { slot: { release: () => void a.release() } };
     },
-    takeRate: async (site, perMinute) =>
-      this.counted('rate', await this.state.takeRate('site', site, perMinute)),
   };
 
   async close(): Promise<void> {

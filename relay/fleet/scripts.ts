@@ -95,6 +95,51 @@ return 0
 });
 
 /**
+ * A delivery's admission at a site, in one call: a lease of the site's connections and, when the site
+ * has a rate, one message of it. Both or neither: a job refused by the rate holds no slot, one refused a
+ * slot takes no token. KEYS[1] lease key, KEYS[2] rate key; ARGV[1] limit, ARGV[2] holder id, ARGV[3]
+ * ttl ms, ARGV[4] rate interval ms (0: no rate), ARGV[5] burst.
+ * Returns { 1 } (admitted), { 0, 'connections' } or { 0, 'rate', retryAfterMs }.
+ */
+export const ADMIT = defineScript({
+  NUMBER_OF_KEYS: 2,
+  SCRIPT: `${NOW}${LEASE_HELPERS}
+local key, rateKey = KEYS[1], KEYS[2]
+local limit, holder, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local interval, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+prune(key)
+if not redis.call('ZSCORE', key, holder) and redis.call('ZCARD', key) >= limit then
+  return { 0, 'connections' }
+end
+if interval > 0 then
+  local tolerance = (burst - 1) * interval
+  local tat = tonumber(redis.call('GET', rateKey) or '') or now
+  if tat < now then tat = now end
+  if tat - now > tolerance then return { 0, 'rate', math.ceil(tat - now - tolerance) } end
+  local nextTat = tat + interval
+  redis.call('SET', rateKey, ms(nextTat), 'PX', whole(nextTat - now))
+end
+redis.call('ZADD', key, ms(now + ttl), holder)
+expireWithLastLease(key)
+return { 1 }
+`,
+  parseCommand(
+    parser: CommandParser,
+    leaseKey: string,
+    rateKey: string,
+    limit: number,
+    holder: string,
+    ttlMs: number,
+    intervalMs: number,
+    burst: number,
+  ) {
+    parser.pushKeys([leaseKey, rateKey]);
+    parser.push(String(limit), holder, String(ttlMs), String(intervalMs), String(burst));
+  },
+  transformReply: (reply: unknown) => reply as [number, string?, number?],
+});
+
+/**
  * Extends a held lease to now + ttl. A lease that expired and was dropped is not revived: its slot may
  * already be someone else's. KEYS[1] lease key; ARGV[1] holder, ARGV[2] ttl ms. Returns 1 or 0 (lost).
  */
@@ -209,6 +254,7 @@ return redis.call('ZRANGE', index, start, start + limit - 1, 'WITHSCORES')
 export const fleetScripts = {
   takeRate: TAKE_RATE,
   acquireLease: ACQUIRE_LEASE,
+  admit: ADMIT,
   renewLease: RENEW_LEASE,
   suppress: SUPPRESS,
   unsuppress: UNSUPPRESS,

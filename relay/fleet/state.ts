@@ -128,6 +128,36 @@ export class FleetState {
     return this.track(new LeaseHandle(this, kind, id, key, holder, 'local'));
   }
 
+  /**
+   * A slot of the `kind:id` concurrency limit together with one of its rate (perMinute <= 0: no rate),
+   * decided in one call: both or neither. Refused: which limit, and when to ask again (rate).
+   */
+  async admit(
+    kind: LimitKind,
+    id: string,
+    limit: number,
+    perMinute: number,
+  ): Promise<FleetLease | { refused: 'connections' | 'rate'; retryAfterMs: number; decidedBy: Decider }> {
+    const key = `${kind}:${id}`;
+    const holder = `${this.opts.holderPrefix}:${++this.counter}`;
+    const shared = this.store && (await this.store.admit(key, key, limit, holder, this.ttlMs, perMinute));
+    if (shared) {
+      if (!shared.admitted)
+        return { refused: shared.limit, retryAfterMs: shared.retryAfterMs, decidedBy: 'fleet' };
+      this.local.holdLease(key);
+      if (perMinute > 0) this.local.takeRate(key, perMinute);
+      return this.track(new LeaseHandle(this, kind, id, key, holder, 'fleet'));
+    }
+    if (!this.local.acquireLease(key, limit))
+      return { refused: 'connections', retryAfterMs: 0, decidedBy: 'local' };
+    const rate = perMinute > 0 ? this.local.takeRate(key, perMinute) : undefined;
+    if (rate && !rate.allowed) {
+      this.local.releaseLease(key);
+      return { refused: 'rate', retryAfterMs: rate.retryAfterMs, decidedBy: 'local' };
+    }
+    return this.track(new LeaseHandle(this, kind, id, key, holder, 'local'));
+  }
+
   /** Leases whose renewal the store refused since start (they had expired there). */
   leasesLost(): number {
     return this.lost;

@@ -34,6 +34,7 @@ import { createClient } from '@redis/client';
 import type { Logger } from '../log.js';
 import { fleetScripts } from './scripts.js';
 import type {
+  Admission,
   RateDecision,
   SharedStore,
   StoreState,
@@ -45,6 +46,7 @@ import type {
 export type StoreOperation =
   | 'takeRate'
   | 'acquireLease'
+  | 'admit'
   | 'renewLease'
   | 'releaseLease'
   | 'suppress'
@@ -104,6 +106,10 @@ function buildClient(opts: FleetStoreOptions, reconnectStrategy: (retries: numbe
     name: opts.clientName,
     keyPrefix: opts.keyPrefix,
     disableOfflineQueue: true,
+    // The client's own per-command timeout (5 s by default) is an AbortSignal.timeout per command whose
+    // timer fires, and builds a DOMException, even after the reply came: measurable CPU per message.
+    // Every operation has our deadline instead (withDeadline), which also covers a command once written.
+    commandOptions: { timeout: 0 },
     commandsQueueMaxLength: MAX_QUEUED_COMMANDS,
     // Redis Enterprise's maintenance push notices: nothing an OSS Redis or Valkey sends.
     maintNotifications: 'disabled',
@@ -199,6 +205,35 @@ export class FleetStore implements SharedStore {
       c.acquireLease(KEY.lease(key), limit, holderId, ttlMs),
     );
     return reply === undefined ? undefined : Number(reply) === 1;
+  }
+
+  async admit(
+    leaseKey: string,
+    rateKey: string,
+    limit: number,
+    holderId: string,
+    ttlMs: number,
+    perMinute: number,
+  ): Promise<Admission | undefined> {
+    const interval = perMinute > 0 ? 60_000 / perMinute : 0;
+    const reply = await this.run('admit', (c) =>
+      c.admit(
+        KEY.lease(leaseKey),
+        KEY.rate(rateKey),
+        limit,
+        holderId,
+        ttlMs,
+        interval,
+        Math.max(1, perMinute),
+      ),
+    );
+    if (reply === undefined) return undefined;
+    if (Number(reply[0]) === 1) return { admitted: true };
+    return {
+      admitted: false,
+      limit: reply[1] === 'rate' ? 'rate' : 'connections',
+      retryAfterMs: Number(reply[2] ?? 0),
+    };
   }
 
   async renewLease(key: string, holderId: string, ttlMs: number): Promise<boolean | undefined> {

@@ -12,6 +12,10 @@ export interface RateDecision {
   retryAfterMs: number;
 }
 
+/** A delivery's admission at a site: a connection slot and a message of its rate, or why not. */
+export type Admission =
+  { admitted: true } | { admitted: false; limit: 'connections' | 'rate'; retryAfterMs: number };
+
 export interface Suppression {
   reason: string;
   /** Expiry, ms since the epoch (the store's clock for fleet entries). */
@@ -35,6 +39,15 @@ export interface SharedStore {
   state(): StoreState;
   takeRate(key: string, perMinute: number, burst?: number): Promise<RateDecision | undefined>;
   acquireLease(key: string, limit: number, holderId: string, ttlMs: number): Promise<boolean | undefined>;
+  /** acquireLease(leaseKey) and takeRate(rateKey) in one atomic call: both or neither. */
+  admit(
+    leaseKey: string,
+    rateKey: string,
+    limit: number,
+    holderId: string,
+    ttlMs: number,
+    perMinute: number,
+  ): Promise<Admission | undefined>;
   renewLease(key: string, holderId: string, ttlMs: number): Promise<boolean | undefined>;
   releaseLease(key: string, holderId: string): Promise<boolean | undefined>;
   suppress(address: string, reason: string, ttlSeconds: number): Promise<Suppression | undefined>;

@@ -446,8 +446,18 @@ export class SessionHandlers {
         this.deps.runtime().config.limits.maxRecipients,
       );
       if (!count.ok) return this.rejectRecipient(count.reason, count.reply, session, syntax.address);
-      if (!duplicate) await this.checkSuppressed(session, syntax.address);
-      const hosts = await this.deps.resolver().mailHosts(syntax.mailbox.domain);
+      // Both asked at once: each may be a round trip (fleet store, DNS), the first refusal is the list's.
+      const [entry, hosts] = await Promise.all([
+        duplicate ? null : this.suppressionOf(syntax.address),
+        this.deps.resolver().mailHosts(syntax.mailbox.domain),
+      ]);
+      if (entry)
+        return this.rejectRecipient(
+          'suppressed',
+          withDetail(Replies.recipientSuppressed, `until ${new Date(entry.until).toISOString()}`),
+          session,
+          syntax.address,
+        );
       const domain = recipientDomainDecision(hosts);
       if (!domain.ok) {
         if (hosts.kind === 'tempfail')
@@ -458,17 +468,10 @@ export class SessionHandlers {
     if (!duplicate) txn.recipients.push(syntax.address);
   }
 
-  private async checkSuppressed(session: SMTPServerSession, address: string): Promise<void> {
-    const { suppression } = this.deps.runtime().config;
-    if (suppression.action !== 'refuse') return;
-    const entry = await this.deps.limits.suppressed(address);
-    if (entry)
-      this.rejectRecipient(
-        'suppressed',
-        withDetail(Replies.recipientSuppressed, `until ${new Date(entry.until).toISOString()}`),
-        session,
-        address,
-      );
+  /** The recipient's suppression entry when the list refuses at RCPT (suppression.action refuse). */
+  private suppressionOf(address: string): Promise<{ reason: string; until: number } | null> | null {
+    if (this.deps.runtime().config.suppression.action !== 'refuse') return null;
+    return this.deps.limits.suppressed(address);
   }
 
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {

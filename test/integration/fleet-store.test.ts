@@ -120,6 +120,33 @@ describe('leases (sorted set of holder → expiry)', () => {
     expect(await pods[2]!.acquireLease('site:mx.example', 5, 'late:4', 30_000)).toBe(false);
   });
 
+  test('admit: a slot and a message of the rate in one call, both or neither, across 3 clients', async () => {
+    const pods = await fleet(3);
+    // 5 slots, a rate of 3 per minute (a burst of 3): 60 concurrent asks get exactly 3 admissions.
+    const tries = pods.flatMap((p, i) =>
+      Array.from({ length: 20 }, (_, j) => ({ p, holder: `pod${i}:${j}` })),
+    );
+    const answers = await Promise.all(
+      tries.map((t) => t.p.admit('site:mx.example', 'site:mx.example', 5, t.holder, 30_000, 3)),
+    );
+    expect(answers.filter((a) => a?.admitted)).toHaveLength(3);
+    const refused = answers.filter((a) => a && !a.admitted);
+    expect(refused).toHaveLength(57);
+    for (const r of refused) expect(r).toMatchObject({ limit: 'rate', retryAfterMs: expect.any(Number) });
+    // The rate refusals took no slot: 2 of the 5 are still free for asks without a rate.
+    expect(await pods[0]!.admit('site:mx.example', 'site:other', 5, 'x:1', 30_000, 0)).toEqual({
+      admitted: true,
+    });
+    expect(await pods[1]!.admit('site:mx.example', 'site:other', 5, 'x:2', 30_000, 0)).toEqual({
+      admitted: true,
+    });
+    expect(await pods[2]!.admit('site:mx.example', 'site:other', 5, 'x:3', 30_000, 0)).toEqual({
+      admitted: false,
+      limit: 'connections',
+      retryAfterMs: 0,
+    });
+  });
+
   test('a killed holder’s leases expire after their ttl; renewal keeps a live one', async () => {
     const [dying, other] = await fleet(2);
     expect(await dying!.acquireLease('site:slow.example', 2, 'dying:1', 300)).toBe(true);

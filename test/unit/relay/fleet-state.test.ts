@@ -4,7 +4,7 @@
  */
 import { LocalFleetState } from '../../../relay/fleet/local.js';
 import { FleetState } from '../../../relay/fleet/state.js';
-import type { SharedStore, StoreState, Suppression } from '../../../relay/fleet/types.js';
+import type { Admission, SharedStore, StoreState, Suppression } from '../../../relay/fleet/types.js';
 import { silentLogger } from '../../../relay/log.js';
 
 /** A store whose fleet-wide state is another LocalFleetState; `up = false` makes it answer undefined. */
@@ -39,6 +39,17 @@ class FakeStore implements SharedStore {
       if (set.size >= limit) return false;
       set.add(holder);
       return true;
+    });
+  }
+  admit(leaseKey: string, rateKey: string, limit: number, holder: string, _ttl: number, perMinute: number) {
+    return this.answer(`admit ${leaseKey} ${holder}`, (): Admission => {
+      const set = this.holders.get(leaseKey) ?? new Set();
+      this.holders.set(leaseKey, set);
+      if (set.size >= limit) return { admitted: false, limit: 'connections', retryAfterMs: 0 };
+      const rate = this.fleet.takeRate(rateKey, perMinute);
+      if (!rate.allowed) return { admitted: false, limit: 'rate', retryAfterMs: rate.retryAfterMs };
+      set.add(holder);
+      return { admitted: true };
     });
   }
   renewLease(key: string, holder: string) {
@@ -132,6 +143,40 @@ describe('rates', () => {
       decidedBy: 'local',
     });
     expect((await alone.takeRate('user', 'bob', 1)).allowed).toBe(false);
+  });
+});
+
+describe('admit: a site slot and a message of its rate, both or neither', () => {
+  test('the store decides both; a rate refusal leaves no slot taken', async () => {
+    const first = await fleet.admit('site', 'mx.example', 2, 1);
+    expect(first).toMatchObject({ decidedBy: 'fleet', kind: 'site' });
+    expect(await fleet.admit('site', 'mx.example', 2, 1)).toMatchObject({
+      refused: 'rate',
+      decidedBy: 'fleet',
+      retryAfterMs: 60_000,
+    });
+    expect(store.calls.filter((c) => c.startsWith('admit'))).toHaveLength(2);
+    now += 60_000;
+    const second = await fleet.admit('site', 'mx.example', 2, 1);
+    now += 60_000;
+    expect(await fleet.admit('site', 'mx.example', 2, 1)).toMatchObject({ refused: 'connections' });
+    await (first as { release(): Promise<void> }).release();
+    await (second as { release(): Promise<void> }).release();
+  });
+
+  test('store down: decided here the same way, counting what the store granted', async () => {
+    const held = await fleet.admit('site', 'mx.example', 2, 0);
+    store.up = false;
+    const local = await fleet.admit('site', 'mx.example', 2, 0);
+    expect(local).toMatchObject({ decidedBy: 'local' });
+    expect(await fleet.admit('site', 'mx.example', 2, 0)).toMatchObject({
+      refused: 'connections',
+      decidedBy: 'local',
+    });
+    await (held as { release(): Promise<void> }).release();
+    expect(await fleet.admit('site', 'x', 5, 1)).toMatchObject({ decidedBy: 'local', id: 'x' });
+    expect(await fleet.admit('site', 'x', 5, 1)).toMatchObject({ refused: 'rate', decidedBy: 'local' });
+    await (local as { release(): Promise<void> }).release();
   });
 });
 

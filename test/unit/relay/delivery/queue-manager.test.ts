@@ -468,9 +468,8 @@ describe('shaping per destination site', () => {
     const local = localShapingGate(() => clock.now());
     const answers: (() => void)[] = [];
     const gate: ShapingGate = {
-      acquire: (site, limit) =>
-        new Promise((resolve) => answers.push(() => resolve(local.acquire(site, limit)))),
-      takeRate: (site, perMinute) => local.takeRate(site, perMinute),
+      admit: (site, limit, perMinute) =>
+        new Promise((resolve) => answers.push(() => resolve(local.admit(site, limit, perMinute)))),
     };
     return { gate, local, answers };
   }
@@ -552,13 +551,12 @@ describe('shaping per destination site', () => {
     let busyAsks = 0;
     const local = localShapingGate(() => clock.now());
     const gate: ShapingGate = {
-      async acquire(site, limit) {
+      async admit(site, limit, perMinute) {
         await new Promise((r) => setImmediate(r)); // a round trip to the store
-        if (site !== 'domain:busy.test') return local.acquire(site, limit);
+        if (site !== 'domain:busy.test') return local.admit(site, limit, perMinute);
         busyAsks++;
-        return full ? null : local.acquire(site, limit);
+        return full ? { refused: 'connections', retryAfterMs: 0 } : local.admit(site, limit, perMinute);
       },
-      takeRate: (site, perMinute) => local.takeRate(site, perMinute),
     };
     const busy = [
       await accept({ recipients: ['a@busy.test'] }),
@@ -634,6 +632,6 @@ describe('shaping per destination site', () => {
     expect(qm!.counts()).toMatchObject({ active: 0, running: 0 });
     expect(sent).toEqual([]);
     expect(spool.get(id)!.state).toBeUndefined();
-    expect(await local.acquire('domain:x.test', 1)).not.toBeNull();
+    expect(await local.admit('domain:x.test', 1, 0)).toHaveProperty('slot');
   });
 });

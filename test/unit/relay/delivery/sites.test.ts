@@ -3,6 +3,7 @@ import type { DeliveryGroup } from '../../../../relay/delivery/router.js';
 import {
   directSite,
   localShapingGate,
+  type Admission,
   patternMatches,
   siteLimits,
   siteOf,
@@ -118,27 +119,31 @@ describe('site limits', () => {
 });
 
 describe('localShapingGate', () => {
+  const slot = (a: Admission) => ('slot' in a ? a.slot : null);
   test('connection slots per site, freed once per release', async () => {
     const gate = localShapingGate();
-    const first = await gate.acquire('s', 2);
-    const second = await gate.acquire('s', 2);
-    expect(await gate.acquire('s', 2)).toBeNull();
-    expect(await gate.acquire('other', 2)).not.toBeNull();
+    const first = slot(await gate.admit('s', 2, 0));
+    const second = slot(await gate.admit('s', 2, 0));
+    expect(await gate.admit('s', 2, 0)).toEqual({ refused: 'connections', retryAfterMs: 0 });
+    expect(slot(await gate.admit('other', 2, 0))).not.toBeNull();
     first!.release();
     first!.release();
-    expect(await gate.acquire('s', 2)).not.toBeNull();
-    expect(await gate.acquire('s', 2)).toBeNull();
+    expect(slot(await gate.admit('s', 2, 0))).not.toBeNull();
+    expect(slot(await gate.admit('s', 2, 0))).toBeNull();
     second!.release();
   });
 
-  test('messages per minute: a burst of that many, then the time until the next one', async () => {
+  test('messages per minute: a burst of that many, then the time until the next one; a refusal holds no slot', async () => {
     let now = 0;
     const gate = localShapingGate(() => now);
-    for (let i = 0; i < 3; i++) expect(await gate.takeRate('s', 3)).toMatchObject({ allowed: true });
-    expect(await gate.takeRate('s', 3)).toEqual({ allowed: false, retryAfterMs: 20_000 });
-    expect(await gate.takeRate('other', 3)).toMatchObject({ allowed: true });
+    for (let i = 0; i < 3; i++) slot(await gate.admit('s', 10, 3))!.release();
+    expect(await gate.admit('s', 10, 3)).toEqual({ refused: 'rate', retryAfterMs: 20_000 });
+    expect(slot(await gate.admit('other', 10, 3))).not.toBeNull();
     now += 20_000;
-    expect(await gate.takeRate('s', 3)).toMatchObject({ allowed: true });
-    expect(await gate.takeRate('s', 0)).toMatchObject({ allowed: true });
+    const only = slot(await gate.admit('s', 1, 3));
+    expect(only).not.toBeNull(); // the refused asks above took no slot
+    expect(await gate.admit('s', 1, 0)).toMatchObject({ refused: 'connections' });
+    only!.release();
+    expect(slot(await gate.admit('s', 1, 0))).not.toBeNull();
   });
 });
