@@ -250,7 +250,14 @@ async function main(): Promise<number> {
     warmup: Number(values.warmup),
     probeRate: Number(values['probe-rate']),
     machine: machine(root, workDir, result.loadavg, versions),
-    command: `npm run bench:relay${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    command: `npm run bench:relay${
+      process.argv.length > 2
+        ? ` -- ${process.argv
+            .slice(2)
+            .map((a) => a || "''")
+            .join(' ')}`
+        : ''
+    }`,
     targets: targets.map((t) => ({ name: t.name, version: t.version(), describe: t.describe() })),
     fleet: values['fleet-store'],
   };

@@ -272,6 +272,15 @@ export function markdown(input: ReportInput): string {
       `(min–max). Latency: the bench's own client, one message at a time at ${input.probeRate}/s during the ` +
       `load, MAIL FROM → 250 after DATA. CPU and peak RSS: the relay's whole process tree over the measured window.`,
   );
+  if (input.fleet)
+    out.push(
+      '',
+      `Both targets have every shared limit on, far above the load (a sender-domain rate, a site rate and ` +
+        `connection limit): \`${FLEET_TARGETS.off}\` counts them in the relay, \`${FLEET_TARGETS.on}\` in a ` +
+        `redis-server on loopback started for the run (per message: one rate at MAIL, one suppression ` +
+        `lookup at RCPT, one admission and one release per delivery). The redis-server's own CPU is not in ` +
+        `the relay's figures.`,
+    );
   out.push('');
   out.push(
     input.fleet ? fleetVerdictText(summaries, input.modes) : verdictText(verdicts(summaries, input.modes)),

@@ -2,8 +2,9 @@
  * The fleet acts as one: three relay processes sharing one real redis-server, delivering to one
  * downstream test server that counts what it receives.
  *
- * - a sender-domain rate holds fleet-wide: what the downstream receives stays within 5% of the rate
- *   (three pods counting alone would let up to three bursts through);
+ * - a sender-domain and a client-address rate hold fleet-wide: what the downstream receives stays within
+ *   5% of the rate (three pods counting alone would let up to three bursts through); the per-user rate
+ *   is the same store call with kind "user" (limits.test.ts has it through one relay);
  * - a site's maxConnections holds fleet-wide (peak of messages in flight at the downstream);
  * - a recipient that bounced 5.1.1 through one pod is refused by the others, listed and removed with
  *   the suppression tool;
@@ -11,6 +12,8 @@
  *   degraded, and they share again by themselves once it is back.
  */
 import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { a, mx, startDnsServer, type TestDnsServer } from '../helpers/dns.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -124,12 +127,15 @@ async function load(opts: {
   return accepted;
 }
 
-test('a sender-domain rate holds fleet-wide: the downstream receives it within 5%', async () => {
+test.each([
+  ['sender-domain', 'messagesPerMinutePerSenderDomain'],
+  ['client-address', 'messagesPerMinutePerClient'],
+])('a %s rate holds fleet-wide: the downstream receives it within 5%%', async (_what, limit) => {
   const perMinute = 60; // a burst of 60, then one a second
-  await startFleet({ limits: { messagesPerMinutePerSenderDomain: perMinute } });
+  await startFleet({ limits: { [limit]: perMinute } });
   const before = downstream.messages.length;
   const started = Date.now();
-  const accepted = await load({ sessions: 2, each: 40, tag: 'rate' }); // 240 tries: 4× the burst
+  const accepted = await load({ sessions: 2, each: 40, tag: `rate-${limit}` }); // 240 tries: 4× the burst
   const seconds = (Date.now() - started) / 1000;
   // What the rate allows over the time the load took: its burst plus what refilled meanwhile.
   const allowed = perMinute + (perMinute / 60) * seconds;
@@ -199,6 +205,14 @@ test('a recipient that bounced 5.1.1 on one pod is refused by every pod, until r
   expect((await c2.command('RCPT TO:<gone@x.test>')).code).toBe(250);
   c2.close();
   c0.close();
+
+  // The export seeds the list again, reason and all.
+  const file = path.join(relays[0]!.dir, 'suppressed.json');
+  await fs.writeFile(file, JSON.stringify(listed));
+  expect((await cli(0, 'add', '--from', file)).stdout).toMatch(/^1 address\(es\) suppressed$/m);
+  expect(JSON.parse((await cli(1, 'list', '--json')).stdout)).toEqual([
+    expect.objectContaining({ address: 'gone@x.test', reason: listed[0]!.reason }),
+  ]);
 });
 
 test('the store killed mid-load: nothing answered 250 is lost, pods say degraded, then share again', async () => {
