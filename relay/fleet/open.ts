@@ -54,9 +54,9 @@ async function readInputs(config: FleetStoreConfig | undefined): Promise<StoreIn
 }
 
 export class Fleet {
-  private state: FleetState;
+  /** Set by open() before anyone can use the fleet, replaced by a reload that changes the store. */
+  private state!: FleetState;
   private inputs?: StoreInputs;
-  private applied = false;
   private since = new Date();
   private lastError?: string;
   private unsubscribe: () => void = () => {};
@@ -65,32 +65,40 @@ export class Fleet {
   private constructor(
     private readonly log: Logger,
     private readonly metrics: RelayMetrics,
-  ) {
-    this.state = new FleetState({ holderPrefix: this.holderPrefix, log });
-  }
+  ) {}
 
   static async open(config: RelayConfig, log: Logger, metrics: RelayMetrics): Promise<Fleet> {
     const fleet = new Fleet(log, metrics);
-    await fleet.apply(config);
+    await fleet.swap(await readInputs(config.fleetStore));
     return fleet;
   }
 
-  /** At start and on reload: a new store when its section or its files changed. Throws on unreadable files. */
+  /** On reload: a new store when its section or its files changed. Throws on unreadable files. */
   async apply(config: RelayConfig): Promise<void> {
     const inputs = await readInputs(config.fleetStore);
-    if (this.applied && JSON.stringify(inputs) === JSON.stringify(this.inputs)) return;
-    this.applied = true;
-    const previous = this.state;
+    if (JSON.stringify(inputs) !== JSON.stringify(this.inputs)) await this.swap(inputs);
+  }
+
+  /** Waits up to timeoutMs for a new store to connect, so a relay starts sharing rather than degraded. */
+  private async swap(inputs: StoreInputs | undefined): Promise<void> {
+    const previous = this.state as FleetState | undefined;
+    const store = inputs && this.store(inputs);
+    this.state = this.build(inputs, store);
+    await previous?.close();
+    if (store && inputs) await store.waitConnected(inputs.config.timeoutMs);
+  }
+
+  private build(inputs: StoreInputs | undefined, store?: FleetStore): FleetState {
     this.unsubscribe();
     this.inputs = inputs;
-    this.state = new FleetState({
+    const state = new FleetState({
       holderPrefix: this.holderPrefix,
       log: this.log,
-      ...(inputs ? { store: this.store(inputs) } : {}),
+      ...(store ? { store } : {}),
     });
-    this.unsubscribe = this.state.onModeChange((mode) => this.changed(mode));
-    this.changed(this.state.mode());
-    if (previous !== this.state) await previous.close();
+    this.unsubscribe = state.onModeChange((mode) => this.changed(mode));
+    this.changed(state.mode());
+    return state;
   }
 
   private store(inputs: StoreInputs): FleetStore {

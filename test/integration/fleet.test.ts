@@ -72,7 +72,7 @@ async function startFleet(over: { limits?: object; shaping?: object; store?: obj
       }),
     ),
   );
-  for (const r of relays) expect(await fleetState(r)).toBe('shared');
+  for (const r of relays) await until(`${r.pid} shares`, async () => (await fleetState(r)) === 'shared');
 }
 
 async function fleetState(r: RelayProcess): Promise<string> {
