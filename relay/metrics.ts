@@ -58,6 +58,8 @@ export const DkimFailureOutcomes = ['deferred', 'sent_unsigned'] as const;
  * configured but does not answer in time: this pod decides alone until it does), per_pod (no store).
  */
 export const FleetStates = ['shared', 'degraded', 'per_pod'] as const;
+/** What a pod decided alone when the fleet store did not answer. */
+export const FleetFallbackOperations = ['rate', 'lease', 'suppression'] as const;
 /** How a recipient came onto the suppression list. */
 export const SuppressionSources = ['bounce', 'admin'] as const;
 /** What a suppressed recipient got: refused at RCPT, or bounced without an attempt. */
@@ -74,6 +76,7 @@ export type AuthResult = (typeof AuthResults)[number];
 export type DeliveryResult = (typeof DeliveryResults)[number];
 export type SpoolState = (typeof SpoolStates)[number];
 export type FleetState = (typeof FleetStates)[number];
+export type FleetFallbackOperation = (typeof FleetFallbackOperations)[number];
 
 const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const QUEUE_TIME_BUCKETS = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600];

@@ -17,6 +17,7 @@ import type { RouteRegistrar } from '../delivery/admin-routes.js';
 import { canonicalAddress, parseMailbox } from '../policy/address.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { FleetState } from './state.js';
+import { MAX_SUPPRESSION_ADD as MAX_ADD } from './types.js';
 
 export type FleetReport = { state: 'shared' | 'degraded' | 'per_pod'; since: string; error?: string };
 
@@ -28,9 +29,6 @@ export interface FleetRoutesDeps {
   ttl: () => number;
   metrics: RelayMetrics;
 }
-
-/** Addresses one request may add (a seed file goes in batches of this many). */
-export const MAX_ADD = 1000;
 
 export function registerFleetRoutes(admin: RouteRegistrar, deps: FleetRoutesDeps): void {
   admin.route('GET', '/fleet', (_req, res) => sendJson(res, 200, deps.report()));

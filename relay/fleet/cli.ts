@@ -21,9 +21,7 @@ import {
   type Out,
   type Target,
 } from '../admin/client.js';
-import type { SuppressedEntry } from './types.js';
-
-const MAX_ADD = 1000; // relay/fleet/admin-routes.ts refuses larger requests
+import { MAX_SUPPRESSION_ADD as MAX_ADD, type SuppressedEntry } from './types.js';
 
 export const SUPPRESSION_USAGE = `Usage:
   mailfleet-relay suppression list [--json]                 the suppression list (--json: exportable)

@@ -13,7 +13,12 @@ import type { FleetStoreConfig, RelayConfig } from '../config/schema.js';
 import type { ShapingGate } from '../delivery/sites.js';
 import type { SuppressionList } from '../delivery/suppression.js';
 import type { Logger } from '../log.js';
-import { FleetStates, type FleetState as FleetStateName, type RelayMetrics } from '../metrics.js';
+import {
+  FleetStates,
+  type FleetFallbackOperation,
+  type FleetState as FleetStateName,
+  type RelayMetrics,
+} from '../metrics.js';
 import type { SubmissionLimits } from '../smtp/session.js';
 import type { FleetReport } from './admin-routes.js';
 import { FleetState, type Decider, type FleetMode } from './state.js';
@@ -149,7 +154,7 @@ export class Fleet {
     return this.state;
   }
 
-  private counted<T extends { decidedBy: Decider }>(operation: string, answer: T): T {
+  private counted<T extends { decidedBy: Decider }>(operation: FleetFallbackOperation, answer: T): T {
     if (answer.decidedBy === 'local' && this.inputs) this.metrics.fleetStoreFallbacks.inc({ operation });
     return answer;
   }

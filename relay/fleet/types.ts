@@ -32,6 +32,9 @@ export interface SuppressionPage {
   cursor?: string;
 }
 
+/** Addresses one POST /suppression/add may carry (the tool sends a seed file in batches of this many). */
+export const MAX_SUPPRESSION_ADD = 1000;
+
 export type StoreState = 'connected' | 'degraded';
 
 /** What the facade needs from the shared store (FleetStore implements it). */
