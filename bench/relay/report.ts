@@ -71,19 +71,39 @@ function ratio(a: Spread | undefined, b: Spread | undefined): string {
 
 export interface Verdict {
   mode: Mode;
+  /** mailfleet's CPU per delivered message ÷ Postfix's. */
+  cpuVsPostfix: number;
+  /** Delivered msgs/s, mailfleet ÷ Postfix. */
   vsPostfix: number;
   vsHaraka: number;
+  /** The delivered ratio this mode must reach. */
+  deliveredTarget: number;
   met: boolean;
 }
 
-/** The issue's target: mailfleet delivered ≥ 1.5× Postfix and ≥ 1.2× Haraka, in each mode measured. */
+/** At most this share of Postfix's CPU per delivered message, in each mode (issue 15). */
+export const CPU_TARGET = 0.5;
+/** Delivered msgs/s against Postfix's, per mode (issue 15); Haraka is shown, without a target. */
+export const DELIVERED_TARGET: Record<Mode, number> = { new: 2, reuse: 2.5 };
+
+/** The targets: CPU per delivered message ≤ ½ Postfix's and delivered ≥ 2× / 2.5× Postfix's, per mode. */
 export function verdicts(summaries: readonly Summary[], modes: readonly Mode[]): Verdict[] {
   return modes.map((mode) => {
-    const get = (t: string) => summaries.find((s) => s.mode === mode && s.target === t)?.delivered;
-    const mf = get('mailfleet')?.median ?? NaN;
-    const vsPostfix = mf / (get('postfix')?.median ?? NaN);
-    const vsHaraka = mf / (get('haraka')?.median ?? NaN);
-    return { mode, vsPostfix, vsHaraka, met: vsPostfix >= 1.5 && vsHaraka >= 1.2 };
+    const get = (t: string) => summaries.find((s) => s.mode === mode && s.target === t);
+    const mf = get('mailfleet');
+    const pf = get('postfix');
+    const vsPostfix = (mf?.delivered.median ?? NaN) / (pf?.delivered.median ?? NaN);
+    const vsHaraka = (mf?.delivered.median ?? NaN) / (get('haraka')?.delivered.median ?? NaN);
+    const cpuVsPostfix = (mf?.cpuPerMsgMs.median ?? NaN) / (pf?.cpuPerMsgMs.median ?? NaN);
+    const deliveredTarget = DELIVERED_TARGET[mode];
+    return {
+      mode,
+      cpuVsPostfix,
+      vsPostfix,
+      vsHaraka,
+      deliveredTarget,
+      met: cpuVsPostfix <= CPU_TARGET && vsPostfix >= deliveredTarget,
+    };
   });
 }
 
@@ -209,12 +229,13 @@ function oneLine(s: string | undefined): string {
 }
 
 export function verdictText(v: readonly Verdict[]): string {
+  const x2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '–');
   return v
     .map(
       (x) =>
-        `- ${MODE_TITLE[x.mode]}: mailfleet delivers ${Number.isFinite(x.vsPostfix) ? x.vsPostfix.toFixed(2) : '–'}× Postfix ` +
-        `(target 1.5×) and ${Number.isFinite(x.vsHaraka) ? x.vsHaraka.toFixed(2) : '–'}× Haraka (target 1.2×): ` +
-        `**${x.met ? 'met' : 'not met'}**`,
+        `- ${MODE_TITLE[x.mode]}: mailfleet spends ${x2(x.cpuVsPostfix)}× Postfix's CPU per delivered message ` +
+        `(target ≤ ${CPU_TARGET}×) and delivers ${x2(x.vsPostfix)}× Postfix (target ≥ ${x.deliveredTarget}×; ` +
+        `${x2(x.vsHaraka)}× Haraka): **${x.met ? 'met' : 'not met'}**`,
     )
     .join('\n');
 }
