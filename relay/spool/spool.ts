@@ -321,7 +321,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     try {
       fh = await fs.open(file, 'wx', 0o600);
     } catch (err) {
-      await chunks.return?.();
+      await chunks.return?.().catch(() => undefined); // the open error is the one to report
       throw await this.failedOpen(err);
     }
     let size = firstSize;
