@@ -1,13 +1,16 @@
 /**
- * Group commit for a directory fsync. Creating or removing a file is durable only once its directory
- * is fsynced; with many sessions committing at once, one fsync covers every change made before it
- * started. A caller whose change may have come after the running fsync began joins the next one, so
+ * Group commit for an fsync. Creating or removing a file is durable only once its directory is
+ * fsynced, and a record appended to the journal once its segment is fdatasynced; with many sessions
+ * committing at once, one sync covers every change made before it started. A caller whose change may have come after the running fsync began joins the next one, so
  * nobody is told "durable" early.
  *
  * soon() is for changes nobody waits on (removals): they ride on the next fsync a caller asks for, or
  * one starts after a short delay if none does.
  */
-import type { FileHandle } from 'node:fs/promises';
+/** What is synced: a directory's FileHandle (fsync), or a file's fdatasync. */
+interface Syncable {
+  sync(): Promise<void>;
+}
 
 export class GroupSync {
   private running: Promise<void> | undefined;
@@ -16,7 +19,7 @@ export class GroupSync {
   /** fsyncs performed (for tests and benchmarks: how many changes each one covered). */
   syncs = 0;
 
-  constructor(private readonly handle: FileHandle) {}
+  constructor(private readonly handle: Syncable) {}
 
   /** Resolves once an fsync that started after this call has completed. */
   sync(): Promise<void> {

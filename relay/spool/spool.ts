@@ -1,7 +1,10 @@
 /**
  * The durable spool: accepted mail lives here until it is delivered, bounced or handed off.
  *
- *   <dir>/queue/<id>     one file per message (format.ts): envelope, body, end record. Immutable.
+ *   <dir>/journal/       messages that fit in one write, from their 250 until their first attempt
+ *                        ends (journal.ts, ADR 42): records appended to a segment, group-committed
+ *   <dir>/queue/<id>     a file per message (format.ts): envelope, body, end record. Immutable. Larger
+ *                        messages from the start; journaled ones once deferred, or when the relay stops
  *   <dir>/state/<id>     delivery progress (delivery/state.ts), JSON, replaced atomically and durably;
  *                        absent until the first attempt. Its meaning is delivery's: the spool checks
  *                        its shape when it reads it back and otherwise only stores it.
@@ -10,10 +13,15 @@
  *   <dir>/lock           pid of the relay that owns the spool.
  *
  * Invariants (what "durable" means here: it survives a power cut, not only a killed process; ADR 36)
- * - accept() resolves only after the message file (fdatasync) and its directory entry (group-committed
- *   directory fsync) are durable; only then may the caller answer 250. A crash at any moment loses
- *   nothing that was acknowledged. The file is created in place with O_EXCL, not renamed: until its end
- *   record is written and synced it is half-written, which recovery recognises (below).
+ * - accept() resolves only after the message is durable; only then may the caller answer 250. A
+ *   journaled one: its record is written and a group-committed fdatasync of the segment that began after
+ *   the write has returned (journal.ts). Any other: the message file (fdatasync) and its directory entry
+ *   (group-committed directory fsync). A crash at any moment loses nothing that was acknowledged. The
+ *   file is created in place with O_EXCL, not renamed: until its end record is written and synced it is
+ *   half-written, which recovery recognises (below).
+ * - A journaled message whose first attempt ends without removing it (saveState) is first written to
+ *   queue/<id> durably, then marked done in the journal; close() does the same for what is left, and
+ *   open() for what a crash left. A crash in between leaves both copies, and the one in queue/ wins.
  * - The directories themselves are durable before the first message: open() fsyncs the parent of every
  *   directory it creates, and the spool directory (whose entries are queue/, state/, ...) on every start.
  * - saveState() resolves only after the new state file (fdatasync) and its rename into state/
@@ -22,8 +30,9 @@
  * - A file without its end record was never acknowledged: it is removed at start (half-written).
  *   A file whose end record, envelope or checksum is wrong is moved to corrupt/, never silently dropped.
  * - Delivery is at-least-once: a removal is made durable by the next directory fsync, which the next
- *   accept() asks for, or within REMOVAL_SYNC_MS when none comes; a crash in that window can only bring
- *   a delivered message back (redelivery), never lose one. Removals do not wait for an fsync of their
+ *   accept() asks for, or within REMOVAL_SYNC_MS when none comes (a journaled message's done mark: by an
+ *   fdatasync of its .done file within as long); a crash in that window can only bring a delivered
+ *   message back (redelivery), never lose one. Removals do not wait for an fsync of their
  *   own: that halved the directory fsyncs under load and shortened every accept's wait behind them.
  * - Below the free-space floor (space.ts, ADR 8) accept() refuses client mail with SpoolFullError, also
  *   when the message itself took the file system below it (checked before its fdatasync); bounces
@@ -42,13 +51,13 @@
  * attempt ends: most mail is delivered at once, and reading back what was just written cost an open, a
  * read and a close per message. The file stays the source of truth: the copy is dropped when the message
  * is removed, deferred or set aside, and a message recovered at start is always read from disk.
- * Why one file per message rather than an append log: measured on the development machine, concurrent
- * fdatasyncs of 4 KiB files reach 7–9 k/s at 20 sessions, far above what the SMTP path needs, and
- * per-message files make removal, quarantine and queue tools trivial (docs/adr/0002-spool-layout.md).
- * Their price is CPU: the create, unlink and syncs per message are ~15% of the relay's (ADR 41).
+ * Why both a journal and files (ADR 42): a file per message keeps removal, quarantine, recovery and the
+ * queue tools simple (ADR 2), but its create, directory fsync and unlink cost ~200 µs of CPU per message,
+ * most of it for mail delivered at once. The journal takes that mail for ~40 µs; whatever stays longer
+ * becomes a file, so the tools and recovery only ever see queue/.
  *
- * A message that ends within WRITE_CHUNK (most mail) is read whole before its file is created and
- * written with one write; a longer one is streamed.
+ * A message that ends within WRITE_CHUNK (most mail) is read whole first and journaled with one write;
+ * a longer one is streamed to its own file.
  */
 import { EventEmitter } from 'node:events';
 import {
@@ -59,8 +68,6 @@ import {
   fdatasync as fdatasyncCb,
   open as openCb,
   read as readCb,
-  writeSync,
-  writevSync,
 } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -71,6 +78,7 @@ import { parseDeliveryState, type DeliveryState } from '../delivery/state.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { Envelope } from './envelope.js';
 import { GroupSync } from './group-sync.js';
+import { Journal, writeAllSync, type JournalPlace, type LeftSegment } from './journal.js';
 import { SpaceMonitor, SpoolFullError, isOutOfSpace, type SpaceFloor, type SpaceReading } from './space.js';
 import {
   MAX_HEADER_BYTES,
@@ -79,6 +87,7 @@ import {
   decodeTrailer,
   encodeHeader,
   encodeTrailer,
+  type JournalRecord,
 } from './format.js';
 
 const WRITE_CHUNK = 64 * 1024;
@@ -127,6 +136,8 @@ export interface SpoolOptions {
   floor?: () => SpaceFloor;
   /** statfs of the spool directory (a seam for unit tests; default: the real one). */
   readSpace?: (dir: string) => Promise<SpaceReading>;
+  /** Size at which a journal segment takes no more records (for tests; default 16 MiB). */
+  journalSegmentBytes?: number;
 }
 
 export interface AcceptOptions {
@@ -165,6 +176,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
   private readonly index = new Map<string, SpoolEntry>();
   /** Bodies of just-accepted small messages, until their first attempt ends (see the header). */
   private readonly bodyCache = new Map<string, Buffer>();
+  /** Messages that live in the journal (accepted in this run, first attempt not ended). */
+  private readonly journaled = new Map<string, JournalPlace>();
+  private readonly leaving = new Map<string, Promise<void>>();
   private bodyCacheBytes = 0;
   private corruptCount = 0;
   private closed = false;
@@ -182,6 +196,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     private readonly queueSync: GroupSync,
     private readonly stateSync: GroupSync,
     private readonly dirHandles: FileHandle[],
+    private readonly journal: Journal,
     private readonly opts: SpoolOptions,
   ) {
     super();
@@ -203,21 +218,28 @@ export class Spool extends EventEmitter<SpoolEvents> {
   /** Creates the directories, takes the lock, sweeps half-written entries, sets damaged ones aside, builds the index. */
   static async open(opts: SpoolOptions): Promise<Spool> {
     const dir = path.resolve(opts.dir);
-    await makeDirsDurably(dir, ['queue', 'state', 'corrupt', 'tmp']);
+    await makeDirsDurably(dir, ['queue', 'state', 'corrupt', 'tmp', 'journal']);
     await takeLock(dir);
     const queueHandle = await fs.open(path.join(dir, 'queue'), 'r');
     const stateHandle = await fs.open(path.join(dir, 'state'), 'r').catch(async (err: unknown) => {
       await queueHandle.close();
       throw err;
     });
+    const { journal, left } = await Journal.open(
+      path.join(dir, 'journal'),
+      (opts.now ?? Date.now)(),
+      opts.journalSegmentBytes,
+    );
     const spool = new Spool(
       dir,
       new GroupSync(queueHandle),
       new GroupSync(stateHandle),
       [queueHandle, stateHandle],
+      journal,
       opts,
     );
-    await spool.recover();
+    await spool.recover(left);
+    await journal.start(left);
     await spool.space.start();
     opts.metrics?.setSpoolCollector(() => spool.collectMetrics());
     return spool;
@@ -263,8 +285,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
       crc = crc32(buf, crc);
       first.push(buf);
     }
-    if (more) ({ size, crc } = await this.writeLarge(file, header, first, size, crc, chunks, opts));
-    else await this.writeSmall(file, [header, ...first, encodeTrailer(size, crc)], opts);
+    if (!more) return this.acceptSmall(id, envelope, header, first, size, crc, opts);
+    ({ size, crc } = await this.writeLarge(file, header, first, size, crc, chunks, opts));
     try {
       await this.queueSync.sync();
     } catch (err) {
@@ -275,12 +297,77 @@ export class Spool extends EventEmitter<SpoolEvents> {
     }
     const entry: SpoolEntry = { id, envelope, size, bodyOffset: header.length, crc };
     this.index.set(id, entry);
-    if (!more && size > 0 && this.bodyCacheBytes + size <= BODY_CACHE_BYTES) {
-      this.bodyCache.set(id, first.length === 1 ? first[0]! : Buffer.concat(first, size));
+    this.emit('accepted', entry);
+    return { id, size };
+  }
+
+  /**
+   * A message that fits in one write goes to the journal: one positioned write and a share of one
+   * group-committed fdatasync, no file of its own until its first attempt ends without removing it.
+   * The free-space floor is checked with its size before the write.
+   */
+  private async acceptSmall(
+    id: string,
+    envelope: Envelope,
+    header: Buffer,
+    body: Buffer[],
+    size: number,
+    crc: number,
+    opts: AcceptOptions,
+  ): Promise<{ id: string; size: number }> {
+    const pieces = [header, ...body, encodeTrailer(size, crc)];
+    const length = pieces.reduce((n, b) => n + b.length, 0);
+    await this.checkSpaceAfter(pieces, opts);
+    let place: JournalPlace;
+    try {
+      place = await this.journal.append(id, pieces, length);
+    } catch (err) {
+      throw await this.failedOpen(err);
+    }
+    const entry: SpoolEntry = { id, envelope, size, bodyOffset: header.length, crc };
+    this.index.set(id, entry);
+    this.journaled.set(id, place);
+    if (size > 0 && this.bodyCacheBytes + size <= BODY_CACHE_BYTES) {
+      this.bodyCache.set(id, body.length === 1 ? body[0]! : Buffer.concat(body, size));
       this.bodyCacheBytes += size;
     }
     this.emit('accepted', entry);
     return { id, size };
+  }
+
+  /**
+   * Moves a journaled message into queue/<id> (its attempt ended without removing it, or the relay
+   * stops): the file is durable before the journal forgets the record, so a crash in between leaves
+   * two copies, and recovery keeps the one in queue/.
+   */
+  private leaveJournal(id: string): Promise<void> {
+    // one move per message: a second caller (close() during a deferral) waits for the first
+    let moving = this.leaving.get(id);
+    if (!moving) {
+      moving = this.moveOutOfJournal(id).finally(() => this.leaving.delete(id));
+      this.leaving.set(id, moving);
+    }
+    return moving;
+  }
+
+  private async moveOutOfJournal(id: string): Promise<void> {
+    const place = this.journaled.get(id);
+    if (!place) return;
+    const bytes = await this.journal.read(place);
+    await this.writeSmall(path.join(this.queueDir, id), [bytes], { useReserve: true }).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err; // an earlier, failed move got as far as the file
+      },
+    );
+    await this.queueSync.sync();
+    if (this.journaled.get(id) !== place) return;
+    this.journaled.delete(id);
+    try {
+      this.journal.markDone(place);
+    } catch (err) {
+      // the record stays live: its segment is kept until the next start, which keeps queue/<id>
+      this.log.warn({ id, err: String(err) }, 'could not mark a journal record done; kept until restart');
+    }
   }
 
   /**
@@ -297,7 +384,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       throw await this.failedOpen(err);
     }
     try {
-      writeAllSync(fd, pieces);
+      writeAllSync(fd, pieces, null);
       await this.checkSpaceAfter(pieces, opts);
       await fdatasync(fd);
     } catch (err) {
@@ -411,7 +498,14 @@ export class Spool extends EventEmitter<SpoolEvents> {
     if (entry.size === 0) return Readable.from([]);
     const cached = this.bodyCache.get(id);
     if (cached) return Readable.from([cached], { objectMode: false });
-    if (entry.size <= SMALL_BODY) return new SmallBody(file, entry);
+    const place = this.journaled.get(id);
+    if (place)
+      return new SmallBody(entry, async () => {
+        const bytes = await this.journal.read(place);
+        return bytes.subarray(entry.bodyOffset, entry.bodyOffset + entry.size);
+      });
+    if (entry.size <= SMALL_BODY)
+      return new SmallBody(entry, () => readAt(file, entry.bodyOffset, entry.size));
     const source = createReadStream(file, {
       start: entry.bodyOffset,
       end: entry.bodyOffset + entry.size - 1,
@@ -441,6 +535,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async saveState(id: string, state: DeliveryState): Promise<void> {
     const entry = this.index.get(id);
     if (!entry) throw new Error(`no message ${id} in the spool`);
+    await this.leaveJournal(id);
     const tmp = path.join(this.tmpDir, `${id}.${randomBytes(4).toString('hex')}`);
     const fh = await fs.open(tmp, 'wx', 0o600);
     try {
@@ -476,6 +571,14 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async remove(id: string): Promise<void> {
     const entry = this.index.get(id);
     if (!entry) return;
+    const place = this.journaled.get(id);
+    if (place) {
+      this.journal.markDone(place); // throws when it cannot: the message stays, as with a failed unlink
+      this.journaled.delete(id);
+      this.index.delete(id);
+      this.forgetBody(id);
+      return;
+    }
     await fs.unlink(path.join(this.queueDir, id)).catch(ignoreMissing);
     if (this.index.get(id) !== entry) return; // a concurrent remove() finished first
     this.index.delete(id);
@@ -494,6 +597,12 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async quarantine(id: string, reason: string): Promise<void> {
     this.index.delete(id);
     this.forgetBody(id);
+    const place = this.journaled.get(id);
+    if (place) {
+      this.journaled.delete(id);
+      await fs.writeFile(path.join(this.corruptDir, id), await this.journal.read(place), { flag: 'wx' });
+      this.journal.markDone(place);
+    }
     await this.setAside(id, reason);
   }
 
@@ -542,6 +651,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // what is still in the journal moves to queue/: the journal never outlives the process that wrote it
+    for (const id of [...this.journaled.keys()])
+      await this.leaveJournal(id).catch((err: unknown) =>
+        this.log.error(
+          { id, err: String(err) },
+          'could not move a message out of the journal; it is recovered at the next start',
+        ),
+      );
+    await this.journal.close();
     this.space.stop();
     this.queueSync.cancelSoon();
     await this.queueSync.sync().catch(() => undefined); // removals made durable before we let go
@@ -562,10 +680,13 @@ export class Spool extends EventEmitter<SpoolEvents> {
     m.oldestMessageAge.set(s.oldestAgeSeconds);
   }
 
-  private async recover(): Promise<void> {
+  private async recover(left: readonly LeftSegment[]): Promise<void> {
     for (const name of await fs.readdir(this.tmpDir))
       await fs.rm(path.join(this.tmpDir, name), { force: true });
     for (const name of await fs.readdir(this.queueDir)) await this.recoverMessage(name);
+    for (const segment of left) await this.recoverSegment(segment);
+    // what came out of the journal is durable in queue/ before start() deletes the segments
+    await this.queueSync.sync();
     for (const name of await fs.readdir(this.stateDir)) await this.recoverState(name);
     this.corruptCount = (await fs.readdir(this.corruptDir)).filter((n) => !n.endsWith('.reason')).length;
     this.log.info(
@@ -593,6 +714,57 @@ export class Spool extends EventEmitter<SpoolEvents> {
       return;
     }
     this.index.set(name, { id: name, ...result.entry });
+  }
+
+  /**
+   * Moves the live records of a segment an earlier run left into queue/ (a crash, or a close that could
+   * not move them): done ones were delivered or already moved; one whose queue file survived is there.
+   */
+  private async recoverSegment({ name, bytes, parsed, done }: LeftSegment): Promise<void> {
+    const at = (r: { offset: number; length: number }) => bytes.subarray(r.offset, r.offset + r.length);
+    for (const record of parsed.records) {
+      if (done.has(record.id) || this.index.has(record.id)) continue;
+      if (record.kind === 'corrupt') await this.setAsideBytes(record.id, at(record), record.reason);
+      else await this.recoverRecord(record, at(record));
+    }
+    for (const d of parsed.damaged)
+      await this.setAsideBytes(
+        `${name}.${d.offset}`,
+        at(d),
+        `journal ${name}: bytes without a readable record frame`,
+      );
+    if (parsed.tornAt !== undefined) {
+      // Never acknowledged: its write or its fdatasync had not completed, and the client got no 250.
+      this.log.warn(
+        { segment: name, offset: parsed.tornAt },
+        'dropping half-written journal record (never acknowledged)',
+      );
+      this.opts.metrics?.spoolSwept.inc({ kind: 'half_written' });
+    }
+  }
+
+  private async recoverRecord(record: Extract<JournalRecord, { kind: 'ok' }>, bytes: Buffer): Promise<void> {
+    const { id } = record;
+    await this.writeSmall(path.join(this.queueDir, id), [bytes], { useReserve: true }).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      },
+    );
+    this.index.set(id, {
+      id,
+      envelope: record.envelope,
+      size: record.size,
+      bodyOffset: record.bodyOffset,
+      crc: record.crc,
+    });
+  }
+
+  /** A damaged journal record, kept in corrupt/ as a file of its own with a note saying why. */
+  private async setAsideBytes(name: string, bytes: Buffer, reason: string): Promise<void> {
+    await fs.writeFile(path.join(this.corruptDir, name), bytes).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await this.setAside(name, reason);
   }
 
   private async recoverState(name: string): Promise<void> {
@@ -635,8 +807,8 @@ class SmallBody extends Readable {
   private started = false;
 
   constructor(
-    private readonly file: string,
     private readonly entry: SpoolEntry,
+    private readonly load: () => Promise<Buffer>,
   ) {
     super();
   }
@@ -645,19 +817,31 @@ class SmallBody extends Readable {
     if (this.started) return;
     this.started = true;
     const { entry } = this;
-    openCb(this.file, 'r', (err, fd) => {
-      if (err) return this.destroy(err);
-      const buf = Buffer.allocUnsafe(entry.size);
-      readCb(fd, buf, 0, entry.size, entry.bodyOffset, (rerr, bytesRead) => {
-        closeCb(fd, () => undefined);
-        if (rerr) return this.destroy(rerr);
-        if (bytesRead !== entry.size || crc32(buf) >>> 0 !== entry.crc)
+    this.load().then(
+      (buf) => {
+        if (buf.length !== entry.size || crc32(buf) >>> 0 !== entry.crc)
           return this.destroy(new CorruptEntryError(entry.id, 'body checksum mismatch'));
         this.push(buf);
         this.push(null);
-      });
-    });
+      },
+      (err: Error) => this.destroy(err),
+    );
   }
+}
+
+/** `length` bytes of `file` at `offset` (fewer when the file is shorter): one open, read and close. */
+function readAt(file: string, offset: number, length: number): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    openCb(file, 'r', (err, fd) => {
+      if (err) return reject(err);
+      const buf = Buffer.allocUnsafe(length);
+      readCb(fd, buf, 0, length, offset, (rerr, bytesRead) => {
+        closeCb(fd, () => undefined);
+        if (rerr) reject(rerr);
+        else resolve(buf.subarray(0, bytesRead));
+      });
+    }),
+  );
 }
 
 function asBuffer(chunk: Uint8Array | string): Buffer {
@@ -672,15 +856,6 @@ function openExclusive(file: string): Promise<number> {
   return new Promise((resolve, reject) =>
     openCb(file, CREATE_EXCLUSIVE, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))),
   );
-}
-
-/** writev until every byte is written (a regular file takes all of it but for a full disk or a signal). */
-function writeAllSync(fd: number, pieces: Buffer[]): void {
-  const total = pieces.reduce((n, b) => n + b.length, 0);
-  let done = writevSync(fd, pieces);
-  if (done === total) return;
-  const rest = Buffer.concat(pieces, total);
-  while (done < total) done += writeSync(fd, rest, done, total - done);
 }
 
 function fdatasync(fd: number): Promise<void> {

@@ -3,20 +3,30 @@
  * crash tests) leaves the page cache intact, so those tests pass with every fsync removed; this one
  * does not. The relay runs under strace while real clients submit messages over real sockets, and the
  * recorded system calls must show, for every message a client was told 250, the spool's invariants
- * (relay/spool/spool.ts, ADR 2 and ADR 36) in this order:
+ * (relay/spool/spool.ts and journal.ts, ADR 2, ADR 36 and ADR 42) in this order. A message that fits in
+ * one write (64 KiB) goes to the journal:
+ *
+ *   openat(journal/S, O_CREAT|O_EXCL) = J  the segment, once per segment
+ *   fsync(journal/) = 0                    after that: the segment's directory entry is durable
+ *   pwritev(J, "MFJ1 ID …")                the record (frame line, then the message)
+ *   fdatasync(J) = 0                       one that began after the write (group commit)
+ *   write(client socket, "250 2.0.0 Ok: queued as ID")   only now; matched by the client's port
+ *
+ * A longer one gets a file of its own:
  *
  *   openat(queue/ID, O_CREAT|O_EXCL) = F   the file is created in place (no rename: a file without its
  *   writes to F                            end record is half-written and swept at start)
  *   fdatasync(F) = 0                       after the last write
  *   fsync(queue/) = 0                      one that began after F was created (group commit: it may
  *                                          cover many messages, but not one created while it ran)
- *   write(client socket, "250 2.0.0 Ok: queued as ID")   only now; matched by the client's port
+ *   write(client socket, "250 …")
  *
  * The directories exist durably before the first 250 (each mkdir is followed by an fsync of its parent).
- * Delivery state (messages deferred because the smarthost is down) follows the same rule: the new state
- * is written to tmp/, fdatasynced, renamed over state/ID, and state/ is fsynced before the relay goes
- * on (it logs "message deferred" only after that). Removals are not checked: they become durable with
- * the next directory fsync, and a power cut before it can only bring a delivered message back.
+ * Delivery is parked, so every message is deferred once: a journaled one first moves to queue/ID by the
+ * second sequence above, and the new delivery state is written to tmp/, fdatasynced, renamed over
+ * state/ID, and state/ is fsynced, all before the relay goes on (it logs "message deferred" only after
+ * that). Removals are not checked: they become durable with the next directory fsync (or fdatasync of
+ * the journal's .done file), and a power cut before it can only bring a delivered message back.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -42,6 +52,7 @@ const MESSAGES_PER_CLIENT = 4;
 interface Acked {
   id: string;
   clientPort: number;
+  kib: number;
 }
 
 let dns: TestDnsServer;
@@ -64,11 +75,12 @@ async function submit(client: SmtpClient, n: number): Promise<Acked> {
     const r = await client.command(line);
     if (r.code !== code) throw new Error(`${line}: ${r.raw}`);
   }
-  client.write(body(n, [1, 4, 100, 16, 2][n % 5]!));
+  const kib = [1, 4, 100, 16, 2][n % 5]!;
+  client.write(body(n, kib));
   const r = await client.reply();
   const id = /queued as (\S+)/.exec(r.raw)?.[1];
   if (r.code !== 250 || !id) throw new Error(`end of DATA: ${r.raw}`);
-  return { id, clientPort: client.localPort };
+  return { id, clientPort: client.localPort, kib };
 }
 
 beforeAll(async () => {
@@ -122,32 +134,89 @@ afterAll(async () => {
   if (dir) await fs.rm(dir, { recursive: true, force: true }); // the trace is megabytes
 });
 
-/** What is missing or out of order for one acknowledged message (empty: durable before its 250). */
-function acceptProblems(id: string, clientPort: number): string[] {
-  const file = `${spool}/queue/${id}`;
-  const ack = calls.find(
+/** The write of "250 … queued as ID" to the client's socket. */
+function ackOf(id: string, clientPort: number): Syscall | undefined {
+  return calls.find(
     (c) =>
       SOCKET_WRITES.has(c.name) &&
       c.fd?.path.includes(`:${clientPort}]`) &&
       c.args.includes(`queued as ${id}`),
   );
+}
+
+/** The log write that says the message was deferred (one write carries every line of a turn). */
+function deferralLogged(id: string): Syscall | undefined {
+  return calls.find(
+    (c) =>
+      c.fd?.fd === 1 &&
+      FILE_WRITES.has(c.name) &&
+      c.args
+        .split('\\n')
+        .some((line) => line.includes(`\\"id\\":\\"${id}\\"`) && line.includes('message deferred')),
+  );
+}
+
+/** What is missing or out of order for one acknowledged message (empty: durable before its 250). */
+function acceptProblems(id: string, clientPort: number): string[] {
+  const ack = ackOf(id, clientPort);
   if (!ack) return [`no write of "250 … queued as ${id}" on the socket of client port ${clientPort}`];
+  const record = calls.find((c) => FILE_WRITES.has(c.name) && c.args.includes(`MFJ1 ${id} `));
+  if (record) return journalProblems(id, record, ack);
+  return fileProblems(id, ack, '250');
+}
+
+/** A journaled message: its record written, then an fdatasync of its segment, then the 250. */
+function journalProblems(id: string, record: Syscall, ack: Syscall): string[] {
+  const segment = record.fd;
+  if (!segment || !segment.path.startsWith(`${spool}/journal/`))
+    return [`${id}: its journal record was written to ${segment?.path ?? 'an unknown fd'}`];
+  const problems: string[] = [];
+  if (record.end > ack.start) problems.push('the 250 was written before its journal record');
+  const onSegment = (c: Syscall) => c.fd?.fd === segment.fd && c.fd.path === segment.path;
+  const sync = calls.find(
+    (c) =>
+      (c.name === 'fdatasync' || c.name === 'fsync') && onSegment(c) && c.start > record.end && c.ret === '0',
+  );
+  if (!sync) problems.push('no fdatasync of the journal segment after its record was written');
+  else if (sync.end > ack.start) problems.push("the 250 was written before the segment's fdatasync returned");
+  const create = calls.find(
+    (c) => c.name === 'openat' && c.opened?.path === segment.path && /O_CREAT/.test(c.args),
+  );
+  const dirSync =
+    create &&
+    calls.find(
+      (c) =>
+        c.name === 'fsync' &&
+        c.fd?.path === `${spool}/journal` &&
+        c.ret === '0' &&
+        c.start > create.end &&
+        c.end < ack.start,
+    );
+  if (!dirSync) problems.push('no fsync of journal/ after its segment was created and before the 250');
+  return problems.map((p) => `${id}: ${p}`);
+}
+
+/** A message in queue/ID: created, written, fdatasynced and its directory fsynced before `before`. */
+function fileProblems(id: string, before: Syscall, what: string): string[] {
+  const file = `${spool}/queue/${id}`;
+  const ack = before;
   const create = calls.find((c) => c.name === 'openat' && c.opened?.path === file && /O_CREAT/.test(c.args));
-  if (!create) return [`no openat(O_CREAT) of ${file}`];
+  if (!create) return [`${id}: no openat(O_CREAT) of ${file}`];
   const fd = create.opened!.fd;
   const onFile = (c: Syscall) => c.start > create.end && c.fd?.fd === fd && c.fd.path === file;
   const close = calls.find((c) => c.name === 'close' && onFile(c));
   const life = calls.filter((c) => onFile(c) && (!close || c.start <= close.start));
   const writes = life.filter((c) => FILE_WRITES.has(c.name));
-  if (writes.length === 0) return [`nothing was written to ${file}`];
+  if (writes.length === 0) return [`${id}: nothing was written to ${file}`];
   const problems: string[] = [];
   const lastWrite = Math.max(...writes.map((w) => w.end));
-  if (lastWrite > ack.start) problems.push('the 250 was written before the file was complete');
+  if (lastWrite > ack.start) problems.push(`the ${what} was written before the file was complete`);
   const sync = life.find(
     (c) => (c.name === 'fdatasync' || c.name === 'fsync') && c.start > lastWrite && c.ret === '0',
   );
   if (!sync) problems.push('no fdatasync/fsync of the file after its last write');
-  else if (sync.end > ack.start) problems.push("the 250 was written before the file's fdatasync returned");
+  else if (sync.end > ack.start)
+    problems.push(`the ${what} was written before the file's fdatasync returned`);
   const dirSync = calls.find(
     (c) =>
       c.name === 'fsync' &&
@@ -157,22 +226,14 @@ function acceptProblems(id: string, clientPort: number): string[] {
       c.end < ack.start,
   );
   if (!dirSync)
-    problems.push('no fsync of queue/ that began after the file was created and returned before the 250');
+    problems.push(`no fsync of queue/ that began after the file was created and returned before the ${what}`);
   return problems.map((p) => `${id}: ${p}`);
 }
 
 /** The same for the delivery state saved when the message was deferred. */
 function stateProblems(id: string): string[] {
   const target = `${spool}/state/${id}`;
-  // one write carries every line of an event-loop turn: the deferral is the line that says it
-  const logged = calls.find(
-    (c) =>
-      c.fd?.fd === 1 &&
-      FILE_WRITES.has(c.name) &&
-      c.args
-        .split('\\n')
-        .some((line) => line.includes(`\\"id\\":\\"${id}\\"`) && line.includes('message deferred')),
-  );
+  const logged = deferralLogged(id);
   if (!logged) return [`${id}: no "message deferred" log line written`];
   const rename = calls
     .filter((c) => c.name.startsWith('rename') && succeeded(c) && stringArgs(c)[1] === target)
@@ -212,8 +273,33 @@ test('the trace saw every message acknowledged', () => {
   expect(calls.length).toBeGreaterThan(100);
 });
 
-test('every 250 follows the fdatasync of its file and an fsync of queue/ begun after the file was created', () => {
+test('every 250 follows the fdatasync of its journal record or of its own file (and its directory)', () => {
   expect(acked.flatMap((a) => acceptProblems(a.id, a.clientPort))).toEqual([]);
+  // both layouts were exercised: bodies up to 64 KiB are journaled, 100 KiB ones are not
+  const journaled = (a: Acked) =>
+    calls.some((c) => FILE_WRITES.has(c.name) && c.args.includes(`MFJ1 ${a.id} `));
+  expect(
+    acked
+      .filter(journaled)
+      .map((a) => a.kib)
+      .sort(),
+  ).toEqual(
+    acked
+      .filter((a) => a.kib <= 64)
+      .map((a) => a.kib)
+      .sort(),
+  );
+  expect(acked.filter((a) => a.kib > 64).length).toBeGreaterThan(0);
+});
+
+test('every message, journaled or not, is in queue/ durably before its deferral is logged', () => {
+  const problems = acked.flatMap((a) => {
+    const logged = deferralLogged(a.id);
+    return logged
+      ? fileProblems(a.id, logged, 'deferral log line')
+      : [`${a.id}: no "message deferred" log line`];
+  });
+  expect(problems).toEqual([]);
 });
 
 test('the spool directories are durable (parent fsynced after each mkdir) before the first 250', () => {
@@ -224,7 +310,7 @@ test('the spool directories are durable (parent fsynced after each mkdir) before
     (c) => c.name.startsWith('mkdir') && succeeded(c) && stringArgs(c)[0]?.startsWith(spool),
   );
   expect(mkdirs.map((c) => path.relative(spool, stringArgs(c)[0]!)).sort()).toEqual(
-    ['', 'corrupt', 'queue', 'state', 'tmp'].sort(),
+    ['', 'corrupt', 'journal', 'queue', 'state', 'tmp'].sort(),
   );
   const unsynced = mkdirs
     .map((m) => stringArgs(m)[0]!)

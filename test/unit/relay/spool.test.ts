@@ -31,12 +31,40 @@ async function reopen(s: Spool, opts: { metrics?: RelayMetrics } = {}) {
   return openSpool(opts);
 }
 
+const journalDir = () => path.join(dir, 'journal');
+const segments = async (d = journalDir()) => (await fs.readdir(d)).filter((n) => !n.endsWith('.done')).sort();
+
+/** Replaces the first `find` in the journal's segments by `replace` (same length), on disk. */
+async function damageJournal(find: string, replace: string, d = journalDir()) {
+  for (const name of await segments(d)) {
+    const file = path.join(d, name);
+    const bytes = await fs.readFile(file);
+    const at = bytes.indexOf(find);
+    if (at < 0) continue;
+    bytes.write(replace, at, 'latin1');
+    await fs.writeFile(file, bytes);
+    return;
+  }
+  throw new Error(`${find} is not in the journal`);
+}
+
+/** What a crash leaves: a copy of the spool taken while it is open (the page cache is the disk here). */
+async function crashCopy(): Promise<string> {
+  const copy = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-crash-copy-'));
+  await fs.cp(dir, copy, { recursive: true });
+  await fs.rm(path.join(copy, 'lock'));
+  copies.push(copy);
+  return copy;
+}
+const copies: string[] = [];
+
 beforeEach(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-'));
 });
 afterEach(async () => {
   for (const s of open.splice(0)) await s.close();
   await fs.rm(dir, { recursive: true, force: true });
+  for (const c of copies.splice(0)) await fs.rm(c, { recursive: true, force: true });
 });
 
 describe('accept', () => {
@@ -100,7 +128,8 @@ describe('recovery at start', () => {
     await s.close();
     const file = path.join(dir, 'queue', id);
     const bytes = await fs.readFile(file);
-    await fs.writeFile(path.join(dir, 'queue', id.slice(0, -1) + 'Z'), bytes.subarray(0, bytes.length - 10));
+    const other = id.slice(0, -1) + (id.endsWith('Z') ? 'Y' : 'Z'); // another ID, never this one
+    await fs.writeFile(path.join(dir, 'queue', other), bytes.subarray(0, bytes.length - 10));
 
     const metrics = new RelayMetrics({ defaultMetrics: false });
     const again = await openSpool({ metrics });
@@ -160,14 +189,12 @@ describe('recovery at start', () => {
   test('a just-accepted body is served from memory until its first attempt ends; then from the file', async () => {
     const s = await openSpool();
     const { id } = await s.accept(envelope(), chunks('important ', 'words'));
-    // damage the file behind the spool's back: the first attempt still sends what was accepted
-    const file = path.join(dir, 'queue', id);
-    const bytes = await fs.readFile(file);
-    bytes[bytes.indexOf('important')] = 'I'.charCodeAt(0);
-    await fs.writeFile(file, bytes);
+    // damage the journal record behind the spool's back: the first attempt still sends what was accepted
+    await damageJournal('important', 'I');
     expect(await text(s.readBody(id))).toBe('important words');
-    // the attempt deferred the message: later attempts read the file, which is checked
+    // the attempt deferred the message: it moved to queue/, and later attempts read that file, checked
     await s.saveState(id, { attempts: 1, nextAttemptAt: 0, recipients: {} });
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([id]);
     await expect(text(s.readBody(id))).rejects.toBeInstanceOf(CorruptEntryError);
   });
 
@@ -182,6 +209,139 @@ describe('recovery at start', () => {
     expect(await fs.readdir(path.join(dir, 'tmp'))).toEqual([]);
     expect(await fs.readdir(path.join(dir, 'state'))).toEqual([]);
     expect(await fs.readdir(path.join(dir, 'corrupt'))).toContain('not-an-id.txt');
+  });
+});
+
+describe('the journal (messages that fit in one write, until their first attempt ends)', () => {
+  test('accepted mail is in the journal, not queue/; a removal leaves nothing behind at close', async () => {
+    const s = await openSpool();
+    const a = await s.accept(envelope(), chunks('first'));
+    const b = await s.accept(envelope(), chunks('second'));
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([]);
+    expect((await segments()).length).toBe(1);
+    await s.remove(a.id);
+    await s.remove(b.id);
+    await s.close();
+    expect(await fs.readdir(journalDir())).toEqual([]);
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([]);
+  });
+
+  test('after a crash, live records come back through queue/ and done ones do not', async () => {
+    const s = await openSpool();
+    const kept = await s.accept(envelope(), chunks('kept ', 'body'));
+    const gone = await s.accept(envelope(), chunks('delivered'));
+    const also = await s.accept(envelope({ recipients: ['c@example.com'] }), chunks('also kept'));
+    await s.remove(gone.id);
+    const copy = await crashCopy();
+
+    const again = await Spool.open({ dir: copy });
+    open.push(again);
+    expect([...again.entries()].map((e) => e.id).sort()).toEqual([kept.id, also.id].sort());
+    expect((await fs.readdir(path.join(copy, 'queue'))).sort()).toEqual([kept.id, also.id].sort());
+    expect(await text(again.readBody(kept.id))).toBe('kept body');
+    expect(again.get(also.id)?.envelope.recipients).toEqual(['c@example.com']);
+    // the old segment is gone once its records are in queue/; a fresh one takes new mail
+    expect(await segments(path.join(copy, 'journal'))).toHaveLength(1);
+    expect(
+      await fs.readFile(path.join(copy, 'journal', (await segments(path.join(copy, 'journal')))[0]!)),
+    ).toHaveLength(0);
+  });
+
+  test('a record whose write never completed is dropped and counted; the ones before it are kept', async () => {
+    const s = await openSpool();
+    const { id } = await s.accept(envelope(), chunks('whole'));
+    const copy = await crashCopy();
+    const [segment] = await segments(path.join(copy, 'journal'));
+    const file = path.join(copy, 'journal', segment!);
+    const bytes = await fs.readFile(file);
+    await fs.appendFile(file, bytes.subarray(0, bytes.length - 5)); // a second record, cut short
+
+    const metrics = new RelayMetrics({ defaultMetrics: false });
+    const again = await Spool.open({ dir: copy, metrics });
+    open.push(again);
+    expect([...again.entries()].map((e) => e.id)).toEqual([id]);
+    expect(await metrics.registry.getSingleMetricAsString('mailfleet_relay_spool_swept_total')).toContain(
+      'kind="half_written"} 1',
+    );
+  });
+
+  test('a damaged record is set aside in corrupt/ and the records after it are kept', async () => {
+    const s = await openSpool();
+    const bad = await s.accept(envelope(), chunks('important words'));
+    const good = await s.accept(envelope(), chunks('other words'));
+    const copy = await crashCopy();
+    await damageJournal('important', 'Important', path.join(copy, 'journal'));
+
+    const again = await Spool.open({ dir: copy });
+    open.push(again);
+    expect([...again.entries()].map((e) => e.id)).toEqual([good.id]);
+    expect((await fs.readdir(path.join(copy, 'corrupt'))).sort()).toEqual([bad.id, `${bad.id}.reason`]);
+    expect(await fs.readFile(path.join(copy, 'corrupt', `${bad.id}.reason`), 'utf8')).toMatch(
+      /body checksum mismatch/,
+    );
+    expect(String(await fs.readFile(path.join(copy, 'corrupt', bad.id)))).toContain('Important words');
+  });
+
+  test('bytes without a readable frame are kept in corrupt/, and the records after them are found', async () => {
+    const s = await openSpool();
+    await s.accept(envelope(), chunks('lost frame'));
+    const good = await s.accept(envelope(), chunks('found again'));
+    const copy = await crashCopy();
+    await damageJournal('MFJ1', 'XFJ1', path.join(copy, 'journal'));
+
+    const again = await Spool.open({ dir: copy });
+    open.push(again);
+    expect([...again.entries()].map((e) => e.id)).toEqual([good.id]);
+    const corrupt = await fs.readdir(path.join(copy, 'corrupt'));
+    expect(corrupt).toHaveLength(2);
+    const kept = corrupt.find((n) => !n.endsWith('.reason'))!;
+    expect(String(await fs.readFile(path.join(copy, 'corrupt', kept)))).toContain('lost frame');
+    expect(again.stats().corrupt).toBe(1);
+  });
+
+  test('a message moved to queue/ before a crash is not doubled by its journal record', async () => {
+    const s = await openSpool();
+    const { id } = await s.accept(envelope(), chunks('moved'));
+    const before = await crashCopy(); // the record, live
+    await s.saveState(id, { attempts: 1, nextAttemptAt: 0, recipients: {} });
+    // the queue file and state of the later moment, with the journal of the earlier one
+    await fs.cp(path.join(dir, 'queue'), path.join(before, 'queue'), { recursive: true });
+    await fs.cp(path.join(dir, 'state'), path.join(before, 'state'), { recursive: true });
+
+    const again = await Spool.open({ dir: before });
+    open.push(again);
+    expect([...again.entries()].map((e) => e.id)).toEqual([id]);
+    expect(again.get(id)?.state?.attempts).toBe(1);
+    expect(await text(again.readBody(id))).toBe('moved');
+  });
+
+  test('full segments are deleted once their records are done; one with a live record is kept', async () => {
+    const s = await Spool.open({ dir, journalSegmentBytes: 2048 });
+    open.push(s);
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await s.accept(envelope(), chunks('x'.repeat(600)))).id);
+    expect((await segments()).length).toBeGreaterThan(3);
+    for (const id of ids.slice(1)) await s.remove(id);
+    // the first segment holds ids[0]; every other full one is gone, the current one stays
+    // deletion runs in the background of the removals: wait until it is done (bounded)
+    for (let i = 0; i < 200 && (await segments()).length > 2; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect((await segments()).length).toBe(2);
+    expect(await text(s.readBody(ids[0]!))).toBe('x'.repeat(600));
+    await s.close();
+    // at close the live message moves to queue/ and the journal is empty
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([ids[0]]);
+    expect(await fs.readdir(journalDir())).toEqual([]);
+  });
+
+  test('a quarantined journaled message is kept in corrupt/', async () => {
+    const s = await openSpool();
+    const { id } = await s.accept(envelope(), chunks('suspicious'));
+    await s.quarantine(id, 'test says so');
+    expect(s.count).toBe(0);
+    expect(String(await fs.readFile(path.join(dir, 'corrupt', id)))).toContain('suspicious');
+    await s.close();
+    expect(await fs.readdir(journalDir())).toEqual([]);
   });
 });
 
