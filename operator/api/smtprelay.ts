@@ -205,7 +205,8 @@ export const QueueSpec = Obj(
       default: 10,
     }),
     minFreeInodesPercent: Int({
-      description: 'The same floor for free inodes of the queue volume (one file per message).',
+      description:
+        'The same floor for free inodes of the queue volume (a file per deferred or large message).',
       minimum: 0,
       maximum: 90,
       default: 10,

@@ -340,7 +340,7 @@ export const Spool = Type.Object(
       maximum: 90,
       default: 10,
       description:
-        'The same floor for free inodes (one file per message, plus its delivery state). Ignored on file systems that report no inode count.',
+        'The same floor for free inodes (a file per queued message once deferred or when over 64 KiB, plus its delivery state). Ignored on file systems that report no inode count.',
     }),
   },
   { additionalProperties: false, description: 'Where accepted mail is kept until delivered.' },
