@@ -598,12 +598,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.index.delete(id);
     this.forgetBody(id);
     const place = this.journaled.get(id);
-    if (place) {
-      this.journaled.delete(id);
-      await fs.writeFile(path.join(this.corruptDir, id), await this.journal.read(place), { flag: 'wx' });
-      this.journal.markDone(place);
-    }
-    await this.setAside(id, reason);
+    if (!place) return this.setAside(id, reason);
+    this.journaled.delete(id);
+    await this.setAsideBytes(id, await this.journal.read(place), reason);
+    this.journal.markDone(place);
   }
 
   /** true when a file can be created and fsynced in the spool (readiness). */
@@ -759,11 +757,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     });
   }
 
-  /** A damaged journal record, kept in corrupt/ as a file of its own with a note saying why. */
+  /** A damaged journal record (or stretch), kept in corrupt/ as a file of its own with a note saying why. */
   private async setAsideBytes(name: string, bytes: Buffer, reason: string): Promise<void> {
-    await fs.writeFile(path.join(this.corruptDir, name), bytes).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EEXIST') throw err;
-    });
+    const fh = await fs.open(path.join(this.corruptDir, name), 'w', 0o600);
+    try {
+      await fh.writeFile(bytes);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
     await this.setAside(name, reason);
   }
 
@@ -795,6 +797,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
       `${new Date(this.now()).toISOString()} ${reason}\n`,
     );
     await fs.rm(path.join(this.stateDir, id), { force: true });
+    // durable in corrupt/ before anything that held it forgets it (a journal record is marked done next)
+    await fsyncDir(this.corruptDir);
     this.corruptCount++;
   }
 }
