@@ -19,7 +19,9 @@
  *   marked done, and the segment takes no more records.
  * - markDone() is made durable within DONE_SYNC_MS by an fdatasync of the .done file; a crash in that
  *   window brings a delivered message back (redelivery), never loses one — as a removal from queue/.
- * - A segment is deleted once every record in it is done and a newer one takes the appends.
+ * - A segment is deleted once every record in it is done and a newer one takes the appends. Records
+ *   still live JOURNAL_MAX_AGE_MS after their segment filled are moved out by the Spool (isOld, onRoll),
+ *   so a first attempt that hangs keeps one message on disk, not a whole segment.
  * - One writer: the Spool, which is the only user of this class (a journal belongs to one spool).
  *
  * What outlives a first attempt (a deferral), a restart or a crash leaves the journal: the Spool moves it
@@ -40,6 +42,12 @@ import { encodeFrame, parseSegment, type ParsedSegment } from './format.js';
 
 /** A segment takes no more records past this size (default); the next one is created. */
 const SEGMENT_BYTES = 16 * 1024 * 1024;
+/**
+ * A segment that stopped taking appends this long ago has its live records moved out (the Spool moves
+ * them to queue/ when told by onRoll): the journal's disk use stays near what 60 s of mail takes,
+ * whatever first attempts hang on slow sites.
+ */
+export const JOURNAL_MAX_AGE_MS = 60_000;
 /** At the latest this long after markDone(), the .done file is fdatasynced. */
 const DONE_SYNC_MS = 200;
 const SEGMENT_NAME = /^s[0-9]{13,20}$/;
@@ -53,6 +61,8 @@ class Segment {
   live = 0;
   /** Takes no more records (full, or its fdatasync failed). */
   closed = false;
+  /** When it stopped taking records. */
+  closedAt = 0;
   readonly sync: GroupSync;
   readonly doneSync: GroupSync;
 
@@ -64,6 +74,14 @@ class Segment {
     this.sync = new GroupSync({ sync: () => fdatasync(data.fd) });
     this.doneSync = new GroupSync({ sync: () => fdatasync(done.fd) });
   }
+}
+
+export interface JournalOptions {
+  now: () => number;
+  /** Size at which a segment takes no more records (default 16 MiB). */
+  segmentBytes?: number;
+  /** Called after each new segment takes over: the time to move records out of old ones (isOld). */
+  onRoll?: () => void;
 }
 
 /** Where a journaled message's bytes are (what a queue file would hold). */
@@ -94,36 +112,33 @@ export class Journal {
     private readonly dir: string,
     private readonly dirSync: GroupSync,
     private readonly dirHandle: FileHandle,
-    now: number,
-    private readonly segmentBytes: number,
+    private readonly opts: JournalOptions,
   ) {
-    this.seq = now;
+    this.seq = opts.now();
   }
 
   /** Opens `dir` (which must exist) and reads back what an earlier run left there; appends need start(). */
-  static async open(
-    dir: string,
-    now: number,
-    segmentBytes = SEGMENT_BYTES,
-  ): Promise<{ journal: Journal; left: LeftSegment[] }> {
+  /** Opens `dir` (which must exist); `left` names the segments an earlier run left (readLeft() each). */
+  static async open(dir: string, opts: JournalOptions): Promise<{ journal: Journal; left: string[] }> {
     const handle = await fs.open(dir, 'r');
-    const journal = new Journal(dir, new GroupSync(handle), handle, now, segmentBytes);
-    const left: LeftSegment[] = [];
-    for (const name of (await fs.readdir(dir)).sort()) {
-      if (!SEGMENT_NAME.test(name)) continue;
-      const bytes = await fs.readFile(path.join(dir, name));
-      const doneText = await fs.readFile(path.join(dir, `${name}.done`), 'latin1').catch(() => '');
-      // the last line may be torn: only whole lines count
-      const done = new Set(doneText.split('\n').slice(0, -1));
-      left.push({ name, bytes, parsed: parseSegment(bytes), done });
-      journal.seq = Math.max(journal.seq, Number(name.slice(1)) + 1);
-    }
+    const journal = new Journal(dir, new GroupSync(handle), handle, opts);
+    const left = (await fs.readdir(dir)).filter((name) => SEGMENT_NAME.test(name)).sort();
+    for (const name of left) journal.seq = Math.max(journal.seq, Number(name.slice(1)) + 1);
     return { journal, left };
   }
 
+  /** One segment an earlier run left, read whole (one at a time: a segment is at most ~16 MiB). */
+  async readLeft(name: string): Promise<LeftSegment> {
+    const bytes = await fs.readFile(path.join(this.dir, name));
+    const doneText = await fs.readFile(path.join(this.dir, `${name}.done`), 'latin1').catch(() => '');
+    // the last line may be torn: only whole lines count
+    const done = new Set(doneText.split('\n').slice(0, -1));
+    return { name, bytes, parsed: parseSegment(bytes), done };
+  }
+
   /** Deletes what an earlier run left (its messages are durable elsewhere by now), then takes appends. */
-  async start(left: readonly LeftSegment[]): Promise<void> {
-    for (const { name } of left) {
+  async start(left: readonly string[]): Promise<void> {
+    for (const name of left) {
       await fs.rm(path.join(this.dir, name), { force: true });
       await fs.rm(path.join(this.dir, `${name}.done`), { force: true });
     }
@@ -149,7 +164,7 @@ export class Journal {
     segment.end = at + frame.length + length;
     segment.live++;
     const place: JournalPlace = { id, segment, offset: at + frame.length, length };
-    if (segment.end >= this.segmentBytes) this.roll(segment);
+    if (segment.end >= (this.opts.segmentBytes ?? SEGMENT_BYTES)) this.roll(segment);
     try {
       await segment.sync.sync();
     } catch (err) {
@@ -163,6 +178,11 @@ export class Journal {
       throw err;
     }
     return place;
+  }
+
+  /** Is the record in a segment that stopped taking appends JOURNAL_MAX_AGE_MS ago or earlier? */
+  isOld(place: JournalPlace): boolean {
+    return place.segment.closed && place.segment.closedAt <= this.opts.now() - JOURNAL_MAX_AGE_MS;
   }
 
   /** The message bytes of a record (from the page cache, most of the time). */
@@ -212,12 +232,16 @@ export class Journal {
 
   /** Starts a new segment for appends after `full` (once; appends wait for it). */
   private roll(full: Segment): void {
-    full.closed = true;
+    if (!full.closed) {
+      full.closed = true;
+      full.closedAt = this.opts.now();
+    }
     if (this.rolling || full !== this.current) return;
     this.rolling = this.createSegment()
       .then((next) => {
         this.current = next;
         if (full.live === 0) this.discardSoon(full);
+        this.opts.onRoll?.();
       })
       .finally(() => {
         this.rolling = undefined;

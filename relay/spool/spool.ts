@@ -20,8 +20,8 @@
  *   file is created in place with O_EXCL, not renamed: until its end record is written and synced it is
  *   half-written, which recovery recognises (below).
  * - A journaled message whose first attempt ends without removing it (saveState) is first written to
- *   queue/<id> durably, then marked done in the journal; close() does the same for what is left, and
- *   open() for what a crash left. A crash in between leaves both copies, and the one in queue/ wins.
+ *   queue/<id> durably, then marked done in the journal; so is one whose segment filled more than a
+ *   minute ago (at the next roll), what is left at close(), and at open() what a crash left. A crash in between leaves both copies, and the one in queue/ wins.
  * - The directories themselves are durable before the first message: open() fsyncs the parent of every
  *   directory it creates, and the spool directory (whose entries are queue/, state/, ...) on every start.
  * - saveState() resolves only after the new state file (fdatasync) and its rename into state/
@@ -225,11 +225,12 @@ export class Spool extends EventEmitter<SpoolEvents> {
       await queueHandle.close();
       throw err;
     });
-    const { journal, left } = await Journal.open(
-      path.join(dir, 'journal'),
-      (opts.now ?? Date.now)(),
-      opts.journalSegmentBytes,
-    );
+    const rolled: { hook?: () => void } = {};
+    const { journal, left } = await Journal.open(path.join(dir, 'journal'), {
+      now: opts.now ?? Date.now,
+      ...(opts.journalSegmentBytes ? { segmentBytes: opts.journalSegmentBytes } : {}),
+      onRoll: () => rolled.hook?.(),
+    });
     const spool = new Spool(
       dir,
       new GroupSync(queueHandle),
@@ -238,6 +239,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       journal,
       opts,
     );
+    rolled.hook = () => spool.moveOldOutOfJournal();
     await spool.recover(left);
     await journal.start(left);
     await spool.space.start();
@@ -348,6 +350,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
       this.leaving.set(id, moving);
     }
     return moving;
+  }
+
+  /** Journaled messages whose segment filled long ago (a first attempt that hangs) go to queue/. */
+  private moveOldOutOfJournal(): void {
+    for (const [id, place] of this.journaled)
+      if (this.journal.isOld(place))
+        this.leaveJournal(id).catch((err: unknown) =>
+          this.log.warn({ id, err: String(err) }, 'could not move an old message out of the journal'),
+        );
   }
 
   private async moveOutOfJournal(id: string): Promise<void> {
@@ -498,14 +509,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
     if (entry.size === 0) return Readable.from([]);
     const cached = this.bodyCache.get(id);
     if (cached) return Readable.from([cached], { objectMode: false });
-    const place = this.journaled.get(id);
-    if (place)
-      return new SmallBody(entry, async () => {
-        const bytes = await this.journal.read(place);
-        return bytes.subarray(entry.bodyOffset, entry.bodyOffset + entry.size);
-      });
-    if (entry.size <= SMALL_BODY)
-      return new SmallBody(entry, () => readAt(file, entry.bodyOffset, entry.size));
+    // journaled: at most one chunk over SMALL_BODY, read whole like the small ones
+    if (entry.size <= SMALL_BODY || this.journaled.has(id))
+      return new SmallBody(entry, () => this.readSmallBody(entry));
     const source = createReadStream(file, {
       start: entry.bodyOffset,
       end: entry.bodyOffset + entry.size - 1,
@@ -526,6 +532,14 @@ export class Spool extends EventEmitter<SpoolEvents> {
     });
     source.on('error', (err) => check.destroy(err));
     return source.pipe(check);
+  }
+
+  /** A small body, from wherever the message is when the read starts (it may leave the journal). */
+  private async readSmallBody(entry: SpoolEntry): Promise<Buffer> {
+    const place = this.journaled.get(entry.id);
+    if (!place) return readAt(path.join(this.queueDir, entry.id), entry.bodyOffset, entry.size);
+    const bytes = await this.journal.read(place);
+    return bytes.subarray(entry.bodyOffset, entry.bodyOffset + entry.size);
   }
 
   /**
@@ -678,11 +692,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
     m.oldestMessageAge.set(s.oldestAgeSeconds);
   }
 
-  private async recover(left: readonly LeftSegment[]): Promise<void> {
+  private async recover(left: readonly string[]): Promise<void> {
     for (const name of await fs.readdir(this.tmpDir))
       await fs.rm(path.join(this.tmpDir, name), { force: true });
     for (const name of await fs.readdir(this.queueDir)) await this.recoverMessage(name);
-    for (const segment of left) await this.recoverSegment(segment);
+    for (const name of left) await this.recoverSegment(await this.journal.readLeft(name));
     // what came out of the journal is durable in queue/ before start() deletes the segments
     await this.queueSync.sync();
     for (const name of await fs.readdir(this.stateDir)) await this.recoverState(name);

@@ -334,6 +334,32 @@ describe('the journal (messages that fit in one write, until their first attempt
     expect(await fs.readdir(journalDir())).toEqual([]);
   });
 
+  test('a message whose first attempt outlasts its segment by a minute moves to queue/, freeing the segment', async () => {
+    let t = 1_700_000_000_000;
+    const s = await Spool.open({ dir, journalSegmentBytes: 2048, now: () => t });
+    open.push(s);
+    const slow = await s.accept(envelope(), chunks('slow site'));
+    const first = (await segments())[0]!;
+    const fill = async () => {
+      for (let i = 0; i < 4; i++) await s.remove((await s.accept(envelope(), chunks('x'.repeat(600)))).id);
+    };
+    await fill(); // the first segment fills and is closed; it stays for the message still in it
+    expect(await segments()).toContain(first);
+    t += 59_000;
+    await fill();
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([]);
+    t += 2_000;
+    await fill(); // a roll a minute after the first segment closed moves the message out
+    for (let i = 0; i < 200 && (await segments()).includes(first); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([slow.id]);
+    expect(await segments()).not.toContain(first);
+    expect(await text(s.readBody(slow.id))).toBe('slow site');
+    // its attempt ends as any other: the removal takes the file
+    await s.remove(slow.id);
+    expect(await fs.readdir(path.join(dir, 'queue'))).toEqual([]);
+  });
+
   test('a quarantined journaled message is kept in corrupt/', async () => {
     const s = await openSpool();
     const { id } = await s.accept(envelope(), chunks('suspicious'));
