@@ -352,6 +352,18 @@ export class Spool extends EventEmitter<SpoolEvents> {
     return moving;
   }
 
+  /**
+   * A journaled message's bytes as queue/<id>, fdatasynced (the caller syncs queue/). A file already
+   * there is one an earlier, failed move completed: writeSmall removes what it could not finish.
+   */
+  private async copyToQueue(id: string, bytes: Buffer): Promise<void> {
+    await this.writeSmall(path.join(this.queueDir, id), [bytes], { useReserve: true }).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      },
+    );
+  }
+
   /** Journaled messages whose segment filled long ago (a first attempt that hangs) go to queue/. */
   private moveOldOutOfJournal(): void {
     for (const [id, place] of this.journaled)
@@ -364,12 +376,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
   private async moveOutOfJournal(id: string): Promise<void> {
     const place = this.journaled.get(id);
     if (!place) return;
-    const bytes = await this.journal.read(place);
-    await this.writeSmall(path.join(this.queueDir, id), [bytes], { useReserve: true }).catch(
-      (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err; // an earlier, failed move got as far as the file
-      },
-    );
+    await this.copyToQueue(id, await this.journal.read(place));
     await this.queueSync.sync();
     if (this.journaled.get(id) !== place) return;
     this.journaled.delete(id);
@@ -757,11 +764,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   private async recoverRecord(record: Extract<JournalRecord, { kind: 'ok' }>, bytes: Buffer): Promise<void> {
     const { id } = record;
-    await this.writeSmall(path.join(this.queueDir, id), [bytes], { useReserve: true }).catch(
-      (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err;
-      },
-    );
+    await this.copyToQueue(id, bytes);
     this.index.set(id, {
       id,
       envelope: record.envelope,
