@@ -117,7 +117,6 @@ export class Journal {
     this.seq = opts.now();
   }
 
-  /** Opens `dir` (which must exist) and reads back what an earlier run left there; appends need start(). */
   /** Opens `dir` (which must exist); `left` names the segments an earlier run left (readLeft() each). */
   static async open(dir: string, opts: JournalOptions): Promise<{ journal: Journal; left: string[] }> {
     const handle = await fs.open(dir, 'r');
@@ -142,9 +141,9 @@ export class Journal {
       await fs.rm(path.join(this.dir, name), { force: true });
       await fs.rm(path.join(this.dir, `${name}.done`), { force: true });
     }
+    // a .done file whose segment is gone (a crash between the two deletions) marks nothing any more
     for (const name of await fs.readdir(this.dir))
-      if (name.endsWith('.done') && !SEGMENT_NAME.test(name.slice(0, -5)))
-        await fs.rm(path.join(this.dir, name), { force: true });
+      if (name.endsWith('.done')) await fs.rm(path.join(this.dir, name), { force: true });
     this.current = await this.createSegment();
   }
 

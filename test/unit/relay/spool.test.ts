@@ -247,6 +247,15 @@ describe('the journal (messages that fit in one write, until their first attempt
     ).toHaveLength(0);
   });
 
+  test('a .done file left without its segment (a crash while deleting it) is removed at start', async () => {
+    const s = await openSpool();
+    await s.close();
+    await fs.writeFile(path.join(journalDir(), 's0000000000001.done'), 'X\n');
+    await openSpool();
+    expect((await fs.readdir(journalDir())).filter((n) => n.endsWith('.done'))).toHaveLength(1); // the new segment's
+    expect(await fs.readdir(journalDir())).not.toContain('s0000000000001.done');
+  });
+
   test('a record whose write never completed is dropped and counted; the ones before it are kept', async () => {
     const s = await openSpool();
     const { id } = await s.accept(envelope(), chunks('whole'));
